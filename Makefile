@@ -1,0 +1,52 @@
+# Two commands for a newcomer: `make run` (install + materialize the default pipeline)
+# and `make test`. `make dev` opens the Dagster UI on the same instance.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export ODDS_PIPELINE_HOME ?= $(CURDIR)/data
+export DAGSTER_HOME ?= $(ODDS_PIPELINE_HOME)/dagster_home
+PYTEST_ARGS ?=
+
+.PHONY: install run dev test lint format bench clean-state
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch==2.13.0 is pinned in pyproject: on a CPU machine pip takes the local CPU wheel.
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+$(DAGSTER_HOME)/dagster.yaml:
+	@mkdir -p $(DAGSTER_HOME)
+	@cp -n data/dagster_home/dagster.yaml $(DAGSTER_HOME)/dagster.yaml 2>/dev/null || true
+
+run: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/dagster job execute -m odds_pipeline.definitions -j default_pipeline
+	$(BIN)/odds-pipeline summary
+	@echo ""
+	@echo "Done. Open the Dagster UI with:  make dev   (then http://127.0.0.1:3000)"
+
+dev: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+test: $(STAMP)
+	$(BIN)/ruff check odds_pipeline odds_pipeline_tests benchmarks
+	$(BIN)/pytest -n 2 -q $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check odds_pipeline odds_pipeline_tests benchmarks
+	$(BIN)/ruff format --check odds_pipeline odds_pipeline_tests benchmarks
+
+format: $(STAMP)
+	$(BIN)/ruff format odds_pipeline odds_pipeline_tests benchmarks
+	$(BIN)/ruff check --fix odds_pipeline odds_pipeline_tests benchmarks
+
+bench: $(STAMP)
+	for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b; done
+
+clean-state:
+	rm -rf data/warehouse data/mlflow data/reports data/raw

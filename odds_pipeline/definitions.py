@@ -1,0 +1,23 @@
+"""The code location: builds Definitions from the defs/ modules. Imports nothing heavy."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from odds_pipeline.defs.ingestion import SOURCE_ASSETS, canonical_odds_tables, odds_api_live
+from odds_pipeline.defs.ingestion_checks import INGESTION_CHECKS
+from odds_pipeline.defs.jobs import default_pipeline_job, odds_api_live_job, odds_api_live_poll_schedule
+from odds_pipeline.defs.resources import WarehouseResource, default_odds_feed
+
+
+def build_definitions() -> dg.Definitions:
+    return dg.Definitions(
+        assets=[*SOURCE_ASSETS, odds_api_live, canonical_odds_tables],
+        asset_checks=INGESTION_CHECKS,
+        jobs=[default_pipeline_job, odds_api_live_job],
+        schedules=[odds_api_live_poll_schedule],
+        resources={"warehouse": WarehouseResource(), "odds_feed": default_odds_feed()},
+    )
+
+
+defs = build_definitions()

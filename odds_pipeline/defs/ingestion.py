@@ -1,0 +1,327 @@
+"""Group `ingestion`: one asset per odds source, the canonical tables they feed, their checks.
+
+Each asset is a thin wrapper: parse with the source's pure adapter
+(`odds_pipeline.sources.<source>`), write through `WarehouseResource`, report metadata.
+"""
+
+
+import gzip
+import hashlib
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+import dagster as dg
+import pandas as pd
+from pydantic import Field
+
+from odds_pipeline.ingest import ingest_paths, relative_to_project
+from odds_pipeline.paths import state_home
+from odds_pipeline.quotes import ParseResult, SourceFormatError, combine
+
+from .resources import OddsFeedResource, WarehouseResource
+
+GROUP = "ingestion"
+OWNERS = ["team:odds-data"]
+WRITER_POOL = "duckdb_writer"
+PREVIEW_ROWS = 10
+# Reject reasons that are policy, not bad data: they do not count against the reject ratio.
+POLICY_REJECTS = ("in_play",)
+
+
+@contextmanager
+def failing_clearly(source: str) -> Iterator[None]:
+    """Turn data problems into a non-retried Failure an on-call engineer can act on."""
+    try:
+        yield
+    except SourceFormatError as exc:
+        raise dg.Failure(
+            description=(
+                f"{source}: malformed file {exc.path}"
+                + (f" at line {exc.line}" if exc.line is not None else "")
+                + f": {exc.reason}. Nothing from this run was written; fix or remove the file and re-run."
+            ),
+            metadata={"file": exc.path, "line": exc.line if exc.line is not None else -1, "reason": exc.reason},
+            allow_retries=False,
+        ) from exc
+    except FileNotFoundError as exc:
+        raise dg.Failure(
+            description=f"{source}: {exc}. Check the `paths` config of this asset.",
+            metadata={"reason": str(exc)},
+            allow_retries=False,
+        ) from exc
+
+
+def _markdown_preview(frame: pd.DataFrame, columns: list[str]) -> str:
+    if frame.empty:
+        return "_no rows_"
+    head = frame[columns].head(PREVIEW_ROWS).astype(str)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(row) + " |" for row in head.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def ingestion_metadata(result: ParseResult) -> dict[str, object]:
+    summary = result.summary()
+    return {
+        "dagster/row_count": dg.MetadataValue.int(summary["quotes_accepted"]),
+        "prices_read": dg.MetadataValue.int(summary["prices_read"]),
+        "quotes_accepted": dg.MetadataValue.int(summary["quotes_accepted"]),
+        "quotes_rejected": dg.MetadataValue.int(summary["quotes_rejected"]),
+        "rejected_reasons": dg.MetadataValue.json(summary["rejected_reasons"]),
+        "events": dg.MetadataValue.int(summary["events"]),
+        "bookmakers": dg.MetadataValue.json(summary["bookmakers"]),
+        "markets": dg.MetadataValue.json(summary["markets"]),
+        "observed_from": dg.MetadataValue.text(str(summary["observed_from"])),
+        "observed_to": dg.MetadataValue.text(str(summary["observed_to"])),
+        "unknown_columns": dg.MetadataValue.json(result.unknown_columns),
+        "files": dg.MetadataValue.json([relative_to_project(f) for f in result.files]),
+        "preview": dg.MetadataValue.md(
+            _markdown_preview(result.quotes, ["event_id", "bookmaker", "market", "outcome", "point", "price", "observed_at"])
+        ),
+    }
+
+
+class FileSourceConfig(dg.Config):
+    keep_in_play: bool = Field(default=False, description="Store in-play prices (flagged in_play) instead of rejecting them.")
+
+
+class FootballDataConfig(FileSourceConfig):
+    paths: list[str] = Field(
+        default_factory=lambda: ["data/samples/football_data/*.csv"],
+        description="football-data.co.uk CSVs: files or globs, relative to the project or absolute.",
+    )
+    prematch_offset_hours: float = Field(default=72.0, description="Pre-match prices are observed this long before kickoff.")
+    default_kickoff_time: str = Field(default="15:00", description="UK kickoff time for seasons without a Time column.")
+
+
+class SbrConfig(FileSourceConfig):
+    paths: list[str] = Field(
+        default_factory=lambda: ["data/samples/sbr/*.csv"],
+        description="sportsbookreviewsonline NBA CSVs: files or globs.",
+    )
+
+
+class OddsApiReplayConfig(FileSourceConfig):
+    paths: list[str] = Field(
+        default_factory=lambda: ["data/samples/odds_api/*.json*"],
+        description="Saved Odds API v4 responses (.json, .jsonl, .gz; bare lists or historical envelopes).",
+    )
+
+
+@dg.asset(
+    group_name=GROUP,
+    owners=OWNERS,
+    kinds={"python", "duckdb", "csv"},
+    pool=WRITER_POOL,
+    description="EPL (and any football-data.co.uk league) odds: 1X2, over/under 2.5 and Asian handicap, "
+    "pre-match and closing, from CSVs; results from full-time scores.",
+)
+def football_data_odds(config: FootballDataConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    from odds_pipeline.sources import football_data
+
+    with failing_clearly("football_data_odds"):
+        result = ingest_paths(
+            warehouse.store(),
+            football_data.parse_file,
+            football_data.SOURCE,
+            config.paths,
+            keep_in_play=config.keep_in_play,
+            prematch_offset_hours=config.prematch_offset_hours,
+            default_kickoff_time=config.default_kickoff_time,
+        )
+    return dg.MaterializeResult(metadata=ingestion_metadata(result))
+
+
+@dg.asset(
+    group_name=GROUP,
+    owners=OWNERS,
+    kinds={"python", "duckdb", "csv"},
+    pool=WRITER_POOL,
+    description="NBA closing moneylines and results from sportsbookreviewsonline CSVs (rows paired by rotation number).",
+)
+def sbr_odds(config: SbrConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    from odds_pipeline.sources import sbr
+
+    with failing_clearly("sbr_odds"):
+        result = ingest_paths(warehouse.store(), sbr.parse_file, sbr.SOURCE, config.paths, keep_in_play=config.keep_in_play)
+    return dg.MaterializeResult(metadata=ingestion_metadata(result))
+
+
+@dg.asset(
+    group_name=GROUP,
+    owners=OWNERS,
+    kinds={"python", "duckdb", "json"},
+    pool=WRITER_POOL,
+    description="Replay of saved The Odds API v4 responses (bare /odds lists and historical snapshots).",
+)
+def odds_api_snapshots(config: OddsApiReplayConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    from odds_pipeline.sources import odds_api
+
+    with failing_clearly("odds_api_snapshots"):
+        result = ingest_paths(warehouse.store(), odds_api.parse_file, odds_api.SOURCE, config.paths, keep_in_play=config.keep_in_play)
+    return dg.MaterializeResult(metadata=ingestion_metadata(result))
+
+
+LIVE_PARTITIONS = dg.DailyPartitionsDefinition(start_date="2025-01-01", timezone="UTC", end_offset=1)
+LIVE_LOAD_PREFIX = "odds_api_live"
+
+
+def live_raw_dir(partition_key: str):
+    path = state_home() / "raw" / "odds_api" / partition_key
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@dg.asset(
+    group_name=GROUP,
+    owners=OWNERS,
+    kinds={"python", "duckdb", "api"},
+    pool=WRITER_POOL,
+    partitions_def=LIVE_PARTITIONS,
+    retry_policy=dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL),
+    description="Live The Odds API feed, one daily partition. Each run polls every configured sport, keeps the raw "
+    "response under <state>/raw/odds_api/<day>/ and reloads the day's responses (idempotent per day).",
+)
+def odds_api_live(context: dg.AssetExecutionContext, config: FileSourceConfig, warehouse: WarehouseResource, odds_feed: OddsFeedResource) -> dg.MaterializeResult:
+    from odds_pipeline.sources import load_id_for, odds_api
+
+    day = context.partition_key
+    raw_dir = live_raw_dir(day)
+    feed = odds_feed.get_feed()
+    quota: dict[str, object] = {}
+    for sport in odds_feed.sports:
+        try:
+            response = feed.fetch_odds(sport)
+        except odds_api.FeedAuthError as exc:
+            raise dg.Failure(description=str(exc), allow_retries=False) from exc
+        received = response.received_at.astimezone(UTC)
+        envelope = {"timestamp": received.strftime("%Y-%m-%dT%H:%M:%SZ"), "sport": sport, "data": response.payload}
+        body = json.dumps(envelope, sort_keys=True).encode()
+        name = f"{sport}-{received:%Y%m%dT%H%M%SZ}-{hashlib.sha1(body).hexdigest()[:10]}.json.gz"
+        target = raw_dir / name
+        if not target.exists():
+            tmp = target.with_suffix(".tmp")
+            tmp.write_bytes(gzip.compress(body, mtime=0))
+            tmp.replace(target)
+        quota[sport] = dict(response.quota)
+        context.log.info(f"polled {sport}: {len(response.payload)} events, quota {response.quota}")
+
+    files = sorted(raw_dir.glob("*.json.gz"))
+    with failing_clearly("odds_api_live"):
+        parsed = [odds_api.parse_file(f, keep_in_play=config.keep_in_play) for f in files]
+    load_id = f"{LIVE_LOAD_PREFIX}:{day}"
+    per_file_ids = [load_id_for(f"{LIVE_LOAD_PREFIX}:{day}", f) for f in files]
+    result = combine(parsed)
+    warehouse.store().replace_loads(odds_api.SOURCE, {load_id: result})
+    metadata = ingestion_metadata(result)
+    metadata["quota"] = dg.MetadataValue.json(quota)
+    metadata["raw_responses"] = dg.MetadataValue.int(len(per_file_ids))
+    metadata["load_id"] = dg.MetadataValue.text(load_id)
+    return dg.MaterializeResult(metadata=metadata)
+
+
+class SimulatedMarketConfig(dg.Config):
+    seed: int = Field(default=7, description="Same seed, same market.")
+    n_events: int = Field(default=200, description="Events to simulate.")
+    arbitrage_rate: float = Field(default=1.0, description="Dial for cross-book arbitrage windows (0 = fewest).")
+    start: str = Field(default="2024-01-01T00:00:00Z", description="First kickoff window (UTC).")
+
+
+@dg.asset(
+    group_name=GROUP,
+    owners=OWNERS,
+    kinds={"python", "duckdb"},
+    pool=WRITER_POOL,
+    description="Synthetic market: a sharp book leads, retail books lag with wider margins; the latent true "
+    "probability is kept for oracle comparisons. Deterministic for a seed.",
+)
+def simulated_market(config: SimulatedMarketConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    from odds_pipeline.sources import simulator
+
+    sim_config = simulator.SimulatorConfig(
+        seed=config.seed, n_events=config.n_events, arbitrage_rate=config.arbitrage_rate, start=config.start
+    )
+    load_id = f"{simulator.SOURCE}:seed-{config.seed}"
+    batches: list[ParseResult] = []
+    with warehouse.store().load(load_id, simulator.SOURCE) as writer:
+        for batch in simulator.iter_batches(sim_config):
+            writer.write(batch)
+            batches.append(
+                ParseResult(
+                    quotes=batch.quotes.head(PREVIEW_ROWS) if not batches else batch.quotes.iloc[0:0],
+                    rejected=batch.rejected,
+                    events=batch.events,
+                    results=batch.results,
+                    prices_read=batch.prices_read,
+                    files=[],
+                )
+            )
+        accepted = writer.accepted
+    with warehouse.store().connection(read_only=True) as con:
+        stats = con.execute(
+            """SELECT count(*), count(DISTINCT bookmaker), min(observed_at), max(observed_at)
+               FROM odds_quotes WHERE load_id = ?""",
+            [load_id],
+        ).fetchone()
+    summary = combine(batches)
+    metadata = ingestion_metadata(summary)
+    metadata.update(
+        {
+            "dagster/row_count": dg.MetadataValue.int(accepted),
+            "quotes_accepted": dg.MetadataValue.int(accepted),
+            "bookmakers": dg.MetadataValue.int(int(stats[1])),
+            "observed_from": dg.MetadataValue.text(str(stats[2])),
+            "observed_to": dg.MetadataValue.text(str(stats[3])),
+            "seed": dg.MetadataValue.int(config.seed),
+        }
+    )
+    return dg.MaterializeResult(metadata=metadata)
+
+
+SOURCE_ASSETS = [football_data_odds, sbr_odds, odds_api_snapshots, simulated_market]
+CANONICAL_TABLES = ("odds_quotes", "events", "results", "rejected_quotes")
+TABLE_DESCRIPTIONS = {
+    "odds_quotes": "One price of one outcome at one bookmaker at one moment (decimal odds, UTC times), all sources.",
+    "events": "One row per event: sport, league, season, commence_time, teams.",
+    "results": "Final scores per event, with when they became known.",
+    "rejected_quotes": "Every price value refused at ingestion, with the raw record, its file and the reason.",
+}
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            table,
+            group_name=GROUP,
+            owners=OWNERS,
+            kinds={"duckdb", "table"},
+            description=TABLE_DESCRIPTIONS[table],
+            deps=[*SOURCE_ASSETS, odds_api_live],
+            skippable=True,
+        )
+        for table in CANONICAL_TABLES
+    ],
+    can_subset=True,
+)
+def canonical_odds_tables(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> Iterator[dg.MaterializeResult]:
+    """The shared tables every source writes into; materializing reports their state."""
+    with warehouse.store().connection(read_only=True) as con:
+        for key in context.selected_asset_keys:
+            table = key.path[-1]
+            rows = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            by_source = con.execute(f"SELECT source, count(*) FROM {table} GROUP BY 1 ORDER BY 1").fetchall()
+            metadata: dict[str, object] = {
+                "dagster/row_count": dg.MetadataValue.int(int(rows)),
+                "rows_by_source": dg.MetadataValue.json({s: int(n) for s, n in by_source}),
+            }
+            if table == "odds_quotes":
+                lo, hi, books = con.execute("SELECT min(observed_at), max(observed_at), count(DISTINCT bookmaker) FROM odds_quotes").fetchone()
+                metadata.update({"observed_from": str(lo), "observed_to": str(hi), "bookmakers": int(books)})
+            if table == "rejected_quotes":
+                reasons = con.execute("SELECT reason, count(*) FROM rejected_quotes GROUP BY 1 ORDER BY 2 DESC").fetchall()
+                metadata["rejected_reasons"] = dg.MetadataValue.json({r: int(n) for r, n in reasons})
+            sample = con.execute(f"SELECT * FROM {table} LIMIT {PREVIEW_ROWS}").df()
+            metadata["preview"] = dg.MetadataValue.md(_markdown_preview(sample, [c for c in sample.columns if c not in ("raw", "load_id")][:8]))
+            yield dg.MaterializeResult(asset_key=key, metadata=metadata)

@@ -47,11 +47,17 @@ def _summary(args: argparse.Namespace) -> int:
     out: dict[str, object] = {"warehouse": str(path)}
     with store.connection(read_only=True) as con:
         for table in ("odds_quotes", "events", "results", "rejected_quotes"):
-            rows = con.execute(f"SELECT source, count(*) FROM {table} GROUP BY 1 ORDER BY 1").fetchall()
+            rows = con.execute(
+                f"SELECT source, count(*) FROM {table} GROUP BY 1 ORDER BY 1"
+            ).fetchall()
             out[table] = {source: int(n) for source, n in rows}
-        lo, hi = con.execute("SELECT min(observed_at), max(observed_at) FROM odds_quotes").fetchone()
+        lo, hi = con.execute(
+            "SELECT min(observed_at), max(observed_at) FROM odds_quotes"
+        ).fetchone()
         out["observed_from"], out["observed_to"] = str(lo), str(hi)
-        reasons = con.execute("SELECT reason, count(*) FROM rejected_quotes GROUP BY 1 ORDER BY 2 DESC").fetchall()
+        reasons = con.execute(
+            "SELECT reason, count(*) FROM rejected_quotes GROUP BY 1 ORDER BY 2 DESC"
+        ).fetchall()
         out["rejected_reasons"] = {r: int(n) for r, n in reasons}
     print(json.dumps(out, indent=2))
     return 0
@@ -60,10 +66,16 @@ def _summary(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="odds-pipeline", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    inspect = sub.add_parser("inspect", help="parse odds files without writing; print one JSON summary")
+    inspect = sub.add_parser(
+        "inspect", help="parse odds files without writing; print one JSON summary"
+    )
     inspect.add_argument("source", choices=["odds-api", "football-data", "sbr"])
     inspect.add_argument("paths", nargs="+", help="files or globs")
-    inspect.add_argument("--keep-in-play", action="store_true", help="accept in-play prices instead of rejecting them")
+    inspect.add_argument(
+        "--keep-in-play",
+        action="store_true",
+        help="accept in-play prices instead of rejecting them",
+    )
     inspect.add_argument("--compact", action="store_true", help="one-line JSON")
     inspect.set_defaults(func=_inspect)
     summary = sub.add_parser("summary", help="row counts of the canonical tables in the warehouse")

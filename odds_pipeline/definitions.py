@@ -6,7 +6,11 @@ import dagster as dg
 
 from odds_pipeline.defs.ingestion import SOURCE_ASSETS, canonical_odds_tables, odds_api_live
 from odds_pipeline.defs.ingestion_checks import INGESTION_CHECKS
-from odds_pipeline.defs.jobs import default_pipeline_job, odds_api_live_job, odds_api_live_poll_schedule
+from odds_pipeline.defs.jobs import (
+    default_pipeline_job,
+    odds_api_live_job,
+    odds_api_live_poll_schedule,
+)
 from odds_pipeline.defs.resources import WarehouseResource, default_odds_feed
 
 

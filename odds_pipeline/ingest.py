@@ -29,7 +29,9 @@ def adapter(name: str) -> ModuleType:
     try:
         return importlib.import_module(SOURCE_MODULES[name])
     except KeyError:
-        raise ValueError(f"unknown source {name!r}; expected one of {sorted(SOURCE_MODULES)}") from None
+        raise ValueError(
+            f"unknown source {name!r}; expected one of {sorted(SOURCE_MODULES)}"
+        ) from None
 
 
 def parse_paths(

@@ -145,7 +145,11 @@ class ParseResult:
 
     def summary(self) -> dict[str, object]:
         """The figures `odds-pipeline inspect` prints and assets put in metadata."""
-        observed = self.quotes["observed_at"] if not self.quotes.empty else pd.Series([], dtype="datetime64[ns, UTC]")
+        observed = (
+            self.quotes["observed_at"]
+            if not self.quotes.empty
+            else pd.Series([], dtype="datetime64[ns, UTC]")
+        )
         unknown = sorted({col for cols in self.unknown_columns.values() for col in cols})
         return {
             "prices_read": int(self.prices_read),
@@ -153,8 +157,12 @@ class ParseResult:
             "quotes_rejected": self.quotes_rejected,
             "rejected_reasons": self.rejected_reasons(),
             "events": int(self.events["event_id"].nunique()) if not self.events.empty else 0,
-            "bookmakers": sorted(self.quotes["bookmaker"].unique().tolist()) if not self.quotes.empty else [],
-            "markets": sorted(self.quotes["market"].unique().tolist()) if not self.quotes.empty else [],
+            "bookmakers": sorted(self.quotes["bookmaker"].unique().tolist())
+            if not self.quotes.empty
+            else [],
+            "markets": sorted(self.quotes["market"].unique().tolist())
+            if not self.quotes.empty
+            else [],
             "observed_from": observed.min().isoformat() if len(observed) else None,
             "observed_to": observed.max().isoformat() if len(observed) else None,
             "unknown_columns": unknown,
@@ -192,7 +200,14 @@ def combine(results: list[ParseResult]) -> ParseResult:
     notes: dict[str, object] = {}
     for r in results:
         unknown.update(r.unknown_columns)
-        notes.update(r.notes)
+        for key, value in r.notes.items():
+            prev = notes.get(key)
+            if isinstance(prev, pd.DataFrame) and isinstance(value, pd.DataFrame):
+                notes[key] = pd.concat([prev, value], ignore_index=True)
+            elif isinstance(prev, list) and isinstance(value, list):
+                notes[key] = prev + value
+            else:
+                notes[key] = value
     return ParseResult(
         quotes=cat([r.quotes for r in results]),
         rejected=cat([r.rejected for r in results]),
@@ -206,7 +221,19 @@ def combine(results: list[ParseResult]) -> ParseResult:
 
 
 def _raw_records(frame: pd.DataFrame) -> list[str]:
-    cols = [c for c in ["event_id", "bookmaker", "market", "outcome_name", "point", "price_raw", "observed_at"] if c in frame]
+    cols = [
+        c
+        for c in [
+            "event_id",
+            "bookmaker",
+            "market",
+            "outcome_name",
+            "point",
+            "price_raw",
+            "observed_at",
+        ]
+        if c in frame
+    ]
     records = frame[cols].astype(object).where(frame[cols].notna(), None).to_dict("records")
     return [json.dumps(r, default=str) for r in records]
 
@@ -241,7 +268,9 @@ def validate_candidates(
         open_ = open_ & ~hit
 
     price = pd.to_numeric(df["price"], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
-    raw_numeric = pd.to_numeric(df["price_raw"], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    raw_numeric = pd.to_numeric(df["price_raw"], errors="coerce").to_numpy(
+        dtype="float64", na_value=np.nan
+    )
     flag(np.isin(raw_numeric, list(SENTINEL_PRICES)), "sentinel_price")
     flag(~np.isfinite(price), "non_finite_price")
     with np.errstate(invalid="ignore"):
@@ -278,7 +307,11 @@ def validate_candidates(
         dup_key = sub.duplicated(keep="first").to_numpy()
         if dup_key.any():
             sub_price = pd.Series(price[idx])
-            exact = pd.concat([sub.reset_index(drop=True), sub_price.rename("price")], axis=1).duplicated(keep="first").to_numpy()
+            exact = (
+                pd.concat([sub.reset_index(drop=True), sub_price.rename("price")], axis=1)
+                .duplicated(keep="first")
+                .to_numpy()
+            )
             dup_rows = idx[dup_key]
             exact_rows = idx[dup_key & exact]
             conflict_rows = idx[dup_key & ~exact]
@@ -289,7 +322,11 @@ def validate_candidates(
     accepted_mask = open_
     if ingested_at is None and "ingested_at" not in df:
         raise ValueError("ingested_at must be given, as a column or a value")
-    ingested = pd.to_datetime(df["ingested_at"], utc=True) if "ingested_at" in df else pd.Series(pd.Timestamp(ingested_at), index=df.index)
+    ingested = (
+        pd.to_datetime(df["ingested_at"], utc=True)
+        if "ingested_at" in df
+        else pd.Series(pd.Timestamp(ingested_at), index=df.index)
+    )
     if ingested_at is not None and "ingested_at" in df:
         ingested = ingested.fillna(pd.Timestamp(ingested_at))
 
@@ -308,7 +345,9 @@ def validate_candidates(
             "observed_at": observed[accepted_mask],
             "ingested_at": ingested[accepted_mask],
             "in_play": in_play[accepted_mask],
-            "last_update": pd.to_datetime(acc["last_update"], utc=True) if "last_update" in acc else pd.Series(pd.NaT, index=acc.index, dtype="datetime64[ns, UTC]"),
+            "last_update": pd.to_datetime(acc["last_update"], utc=True)
+            if "last_update" in acc
+            else pd.Series(pd.NaT, index=acc.index, dtype="datetime64[ns, UTC]"),
             "source_file": acc["source_file"].astype(object),
             "source_record": acc["source_record"].astype(object),
         }
@@ -328,7 +367,9 @@ def validate_candidates(
             "bookmaker": rej["bookmaker"].astype(object),
             "market": rej["market"].astype(object),
             "outcome": rej["outcome"].astype(object),
-            "price_raw": rej["price_raw"].astype(object).map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)),
+            "price_raw": rej["price_raw"]
+            .astype(object)
+            .map(lambda v: None if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)),
             "observed_at": observed[rej_mask],
             "raw": raw,
         }

@@ -87,7 +87,9 @@ CREATE TABLE IF NOT EXISTS loads (
 TABLES = ("odds_quotes", "rejected_quotes", "events", "results", "loads")
 
 
-def connect(path: str | Path, *, read_only: bool = False, retries: int = 20, wait_s: float = 0.25) -> duckdb.DuckDBPyConnection:
+def connect(
+    path: str | Path, *, read_only: bool = False, retries: int = 20, wait_s: float = 0.25
+) -> duckdb.DuckDBPyConnection:
     """Open the warehouse in UTC; readers retry briefly while a writer holds the lock."""
     path = Path(path)
     if not read_only:
@@ -131,8 +133,14 @@ class LoadWriter:
             self.con.unregister(view)
 
     def write(self, result: ParseResult) -> None:
-        quotes = result.quotes.assign(load_id=self.load_id) if not result.quotes.empty else result.quotes
-        rejected = result.rejected.assign(load_id=self.load_id) if not result.rejected.empty else result.rejected
+        quotes = (
+            result.quotes.assign(load_id=self.load_id) if not result.quotes.empty else result.quotes
+        )
+        rejected = (
+            result.rejected.assign(load_id=self.load_id)
+            if not result.rejected.empty
+            else result.rejected
+        )
         self._insert("odds_quotes", quotes, QUOTE_COLUMNS)
         self._insert("rejected_quotes", rejected, REJECT_COLUMNS)
         for table, frame, columns in (
@@ -146,7 +154,9 @@ class LoadWriter:
             self.con.register(view, frame)
             try:
                 cols = ", ".join([*columns, "load_id"])
-                self.con.execute(f"INSERT OR REPLACE INTO {table} ({cols}) SELECT {cols} FROM {view}")
+                self.con.execute(
+                    f"INSERT OR REPLACE INTO {table} ({cols}) SELECT {cols} FROM {view}"
+                )
             finally:
                 self.con.unregister(view)
         self.prices_read += result.prices_read

@@ -4,13 +4,12 @@ Each asset is a thin wrapper: parse with the source's pure adapter
 (`odds_pipeline.sources.<source>`), write through `WarehouseResource`, report metadata.
 """
 
-
 import gzip
 import hashlib
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC
 
 import dagster as dg
 import pandas as pd
@@ -42,7 +41,11 @@ def failing_clearly(source: str) -> Iterator[None]:
                 + (f" at line {exc.line}" if exc.line is not None else "")
                 + f": {exc.reason}. Nothing from this run was written; fix or remove the file and re-run."
             ),
-            metadata={"file": exc.path, "line": exc.line if exc.line is not None else -1, "reason": exc.reason},
+            metadata={
+                "file": exc.path,
+                "line": exc.line if exc.line is not None else -1,
+                "reason": exc.reason,
+            },
             allow_retries=False,
         ) from exc
     except FileNotFoundError as exc:
@@ -78,13 +81,19 @@ def ingestion_metadata(result: ParseResult) -> dict[str, object]:
         "unknown_columns": dg.MetadataValue.json(result.unknown_columns),
         "files": dg.MetadataValue.json([relative_to_project(f) for f in result.files]),
         "preview": dg.MetadataValue.md(
-            _markdown_preview(result.quotes, ["event_id", "bookmaker", "market", "outcome", "point", "price", "observed_at"])
+            _markdown_preview(
+                result.quotes,
+                ["event_id", "bookmaker", "market", "outcome", "point", "price", "observed_at"],
+            )
         ),
     }
 
 
 class FileSourceConfig(dg.Config):
-    keep_in_play: bool = Field(default=False, description="Store in-play prices (flagged in_play) instead of rejecting them.")
+    keep_in_play: bool = Field(
+        default=False,
+        description="Store in-play prices (flagged in_play) instead of rejecting them.",
+    )
 
 
 class FootballDataConfig(FileSourceConfig):
@@ -92,8 +101,12 @@ class FootballDataConfig(FileSourceConfig):
         default_factory=lambda: ["data/samples/football_data/*.csv"],
         description="football-data.co.uk CSVs: files or globs, relative to the project or absolute.",
     )
-    prematch_offset_hours: float = Field(default=72.0, description="Pre-match prices are observed this long before kickoff.")
-    default_kickoff_time: str = Field(default="15:00", description="UK kickoff time for seasons without a Time column.")
+    prematch_offset_hours: float = Field(
+        default=72.0, description="Pre-match prices are observed this long before kickoff."
+    )
+    default_kickoff_time: str = Field(
+        default="15:00", description="UK kickoff time for seasons without a Time column."
+    )
 
 
 class SbrConfig(FileSourceConfig):
@@ -118,7 +131,9 @@ class OddsApiReplayConfig(FileSourceConfig):
     description="EPL (and any football-data.co.uk league) odds: 1X2, over/under 2.5 and Asian handicap, "
     "pre-match and closing, from CSVs; results from full-time scores.",
 )
-def football_data_odds(config: FootballDataConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
+def football_data_odds(
+    config: FootballDataConfig, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
     from odds_pipeline.sources import football_data
 
     with failing_clearly("football_data_odds"):
@@ -145,7 +160,13 @@ def sbr_odds(config: SbrConfig, warehouse: WarehouseResource) -> dg.MaterializeR
     from odds_pipeline.sources import sbr
 
     with failing_clearly("sbr_odds"):
-        result = ingest_paths(warehouse.store(), sbr.parse_file, sbr.SOURCE, config.paths, keep_in_play=config.keep_in_play)
+        result = ingest_paths(
+            warehouse.store(),
+            sbr.parse_file,
+            sbr.SOURCE,
+            config.paths,
+            keep_in_play=config.keep_in_play,
+        )
     return dg.MaterializeResult(metadata=ingestion_metadata(result))
 
 
@@ -156,15 +177,25 @@ def sbr_odds(config: SbrConfig, warehouse: WarehouseResource) -> dg.MaterializeR
     pool=WRITER_POOL,
     description="Replay of saved The Odds API v4 responses (bare /odds lists and historical snapshots).",
 )
-def odds_api_snapshots(config: OddsApiReplayConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
+def odds_api_snapshots(
+    config: OddsApiReplayConfig, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
     from odds_pipeline.sources import odds_api
 
     with failing_clearly("odds_api_snapshots"):
-        result = ingest_paths(warehouse.store(), odds_api.parse_file, odds_api.SOURCE, config.paths, keep_in_play=config.keep_in_play)
+        result = ingest_paths(
+            warehouse.store(),
+            odds_api.parse_file,
+            odds_api.SOURCE,
+            config.paths,
+            keep_in_play=config.keep_in_play,
+        )
     return dg.MaterializeResult(metadata=ingestion_metadata(result))
 
 
-LIVE_PARTITIONS = dg.DailyPartitionsDefinition(start_date="2025-01-01", timezone="UTC", end_offset=1)
+LIVE_PARTITIONS = dg.DailyPartitionsDefinition(
+    start_date="2025-01-01", timezone="UTC", end_offset=1
+)
 LIVE_LOAD_PREFIX = "odds_api_live"
 
 
@@ -184,7 +215,12 @@ def live_raw_dir(partition_key: str):
     description="Live The Odds API feed, one daily partition. Each run polls every configured sport, keeps the raw "
     "response under <state>/raw/odds_api/<day>/ and reloads the day's responses (idempotent per day).",
 )
-def odds_api_live(context: dg.AssetExecutionContext, config: FileSourceConfig, warehouse: WarehouseResource, odds_feed: OddsFeedResource) -> dg.MaterializeResult:
+def odds_api_live(
+    context: dg.AssetExecutionContext,
+    config: FileSourceConfig,
+    warehouse: WarehouseResource,
+    odds_feed: OddsFeedResource,
+) -> dg.MaterializeResult:
     from odds_pipeline.sources import load_id_for, odds_api
 
     day = context.partition_key
@@ -197,7 +233,11 @@ def odds_api_live(context: dg.AssetExecutionContext, config: FileSourceConfig, w
         except odds_api.FeedAuthError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
         received = response.received_at.astimezone(UTC)
-        envelope = {"timestamp": received.strftime("%Y-%m-%dT%H:%M:%SZ"), "sport": sport, "data": response.payload}
+        envelope = {
+            "timestamp": received.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "sport": sport,
+            "data": response.payload,
+        }
         body = json.dumps(envelope, sort_keys=True).encode()
         name = f"{sport}-{received:%Y%m%dT%H%M%SZ}-{hashlib.sha1(body).hexdigest()[:10]}.json.gz"
         target = raw_dir / name
@@ -225,7 +265,9 @@ def odds_api_live(context: dg.AssetExecutionContext, config: FileSourceConfig, w
 class SimulatedMarketConfig(dg.Config):
     seed: int = Field(default=7, description="Same seed, same market.")
     n_events: int = Field(default=200, description="Events to simulate.")
-    arbitrage_rate: float = Field(default=1.0, description="Dial for cross-book arbitrage windows (0 = fewest).")
+    arbitrage_rate: float = Field(
+        default=1.0, description="Dial for cross-book arbitrage windows (0 = fewest)."
+    )
     start: str = Field(default="2024-01-01T00:00:00Z", description="First kickoff window (UTC).")
 
 
@@ -237,11 +279,16 @@ class SimulatedMarketConfig(dg.Config):
     description="Synthetic market: a sharp book leads, retail books lag with wider margins; the latent true "
     "probability is kept for oracle comparisons. Deterministic for a seed.",
 )
-def simulated_market(config: SimulatedMarketConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
+def simulated_market(
+    config: SimulatedMarketConfig, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
     from odds_pipeline.sources import simulator
 
     sim_config = simulator.SimulatorConfig(
-        seed=config.seed, n_events=config.n_events, arbitrage_rate=config.arbitrage_rate, start=config.start
+        seed=config.seed,
+        n_events=config.n_events,
+        arbitrage_rate=config.arbitrage_rate,
+        start=config.start,
     )
     load_id = f"{simulator.SOURCE}:seed-{config.seed}"
     batches: list[ParseResult] = []
@@ -250,7 +297,9 @@ def simulated_market(config: SimulatedMarketConfig, warehouse: WarehouseResource
             writer.write(batch)
             batches.append(
                 ParseResult(
-                    quotes=batch.quotes.head(PREVIEW_ROWS) if not batches else batch.quotes.iloc[0:0],
+                    quotes=batch.quotes.head(PREVIEW_ROWS)
+                    if not batches
+                    else batch.quotes.iloc[0:0],
                     rejected=batch.rejected,
                     events=batch.events,
                     results=batch.results,
@@ -305,23 +354,39 @@ TABLE_DESCRIPTIONS = {
     ],
     can_subset=True,
 )
-def canonical_odds_tables(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> Iterator[dg.MaterializeResult]:
+def canonical_odds_tables(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource
+) -> Iterator[dg.MaterializeResult]:
     """The shared tables every source writes into; materializing reports their state."""
     with warehouse.store().connection(read_only=True) as con:
         for key in context.selected_asset_keys:
             table = key.path[-1]
             rows = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-            by_source = con.execute(f"SELECT source, count(*) FROM {table} GROUP BY 1 ORDER BY 1").fetchall()
+            by_source = con.execute(
+                f"SELECT source, count(*) FROM {table} GROUP BY 1 ORDER BY 1"
+            ).fetchall()
             metadata: dict[str, object] = {
                 "dagster/row_count": dg.MetadataValue.int(int(rows)),
                 "rows_by_source": dg.MetadataValue.json({s: int(n) for s, n in by_source}),
             }
             if table == "odds_quotes":
-                lo, hi, books = con.execute("SELECT min(observed_at), max(observed_at), count(DISTINCT bookmaker) FROM odds_quotes").fetchone()
-                metadata.update({"observed_from": str(lo), "observed_to": str(hi), "bookmakers": int(books)})
+                lo, hi, books = con.execute(
+                    "SELECT min(observed_at), max(observed_at), count(DISTINCT bookmaker) FROM odds_quotes"
+                ).fetchone()
+                metadata.update(
+                    {"observed_from": str(lo), "observed_to": str(hi), "bookmakers": int(books)}
+                )
             if table == "rejected_quotes":
-                reasons = con.execute("SELECT reason, count(*) FROM rejected_quotes GROUP BY 1 ORDER BY 2 DESC").fetchall()
-                metadata["rejected_reasons"] = dg.MetadataValue.json({r: int(n) for r, n in reasons})
+                reasons = con.execute(
+                    "SELECT reason, count(*) FROM rejected_quotes GROUP BY 1 ORDER BY 2 DESC"
+                ).fetchall()
+                metadata["rejected_reasons"] = dg.MetadataValue.json(
+                    {r: int(n) for r, n in reasons}
+                )
             sample = con.execute(f"SELECT * FROM {table} LIMIT {PREVIEW_ROWS}").df()
-            metadata["preview"] = dg.MetadataValue.md(_markdown_preview(sample, [c for c in sample.columns if c not in ("raw", "load_id")][:8]))
+            metadata["preview"] = dg.MetadataValue.md(
+                _markdown_preview(
+                    sample, [c for c in sample.columns if c not in ("raw", "load_id")][:8]
+                )
+            )
             yield dg.MaterializeResult(asset_key=key, metadata=metadata)

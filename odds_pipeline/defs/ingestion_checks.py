@@ -1,6 +1,5 @@
 """Checks on the ingestion outputs: nothing lost, valid prices, unique keys, reject ratio, live freshness."""
 
-
 from datetime import UTC, datetime
 
 import dagster as dg
@@ -43,7 +42,10 @@ def _reject_ratio_check(asset: dg.AssetsDefinition, prefix: str) -> dg.AssetChec
     )
     def check(config: RejectRatioConfig, warehouse: WarehouseResource) -> dg.AssetCheckResult:
         with warehouse.store().connection(read_only=True) as con:
-            read = con.execute("SELECT coalesce(sum(prices_read), 0) FROM loads WHERE starts_with(load_id, ?)", [prefix]).fetchone()[0]
+            read = con.execute(
+                "SELECT coalesce(sum(prices_read), 0) FROM loads WHERE starts_with(load_id, ?)",
+                [prefix],
+            ).fetchone()[0]
             reasons = dict(
                 con.execute(
                     "SELECT reason, count(*) FROM rejected_quotes WHERE starts_with(load_id, ?) GROUP BY 1",
@@ -59,7 +61,9 @@ def _reject_ratio_check(asset: dg.AssetsDefinition, prefix: str) -> dg.AssetChec
                 "max_reject_ratio": config.max_reject_ratio,
                 "prices_read": int(read),
                 "data_rejects": int(data_rejects),
-                "rejected_reasons": dg.MetadataValue.json({k: int(v) for k, v in sorted(reasons.items())}),
+                "rejected_reasons": dg.MetadataValue.json(
+                    {k: int(v) for k, v in sorted(reasons.items())}
+                ),
             },
         )
 
@@ -80,8 +84,12 @@ def _accounted_check(asset: dg.AssetsDefinition, prefix: str) -> dg.AssetChecksD
                 "FROM loads WHERE starts_with(load_id, ?)",
                 [prefix],
             ).fetchone()
-            stored = con.execute("SELECT count(*) FROM odds_quotes WHERE starts_with(load_id, ?)", [prefix]).fetchone()[0]
-            stored_rejects = con.execute("SELECT count(*) FROM rejected_quotes WHERE starts_with(load_id, ?)", [prefix]).fetchone()[0]
+            stored = con.execute(
+                "SELECT count(*) FROM odds_quotes WHERE starts_with(load_id, ?)", [prefix]
+            ).fetchone()[0]
+            stored_rejects = con.execute(
+                "SELECT count(*) FROM rejected_quotes WHERE starts_with(load_id, ?)", [prefix]
+            ).fetchone()[0]
         passed = read == accepted + rejected and stored == accepted and stored_rejects == rejected
         return dg.AssetCheckResult(
             passed=bool(passed),
@@ -97,7 +105,11 @@ def _accounted_check(asset: dg.AssetsDefinition, prefix: str) -> dg.AssetChecksD
     return check
 
 
-@dg.asset_check(asset="odds_quotes", blocking=True, description="Every stored price is a finite decimal price above 1.0 with a timestamp.")
+@dg.asset_check(
+    asset="odds_quotes",
+    blocking=True,
+    description="Every stored price is a finite decimal price above 1.0 with a timestamp.",
+)
 def valid_prices(warehouse: WarehouseResource) -> dg.AssetCheckResult:
     with warehouse.store().connection(read_only=True) as con:
         bad = con.execute(
@@ -123,22 +135,36 @@ def unique_quote_keys(warehouse: WarehouseResource) -> dg.AssetCheckResult:
 
 
 class FreshnessConfig(dg.Config):
-    max_age_minutes: float = Field(default=60.0, description="Live prices older than this mean the feed is stale.")
+    max_age_minutes: float = Field(
+        default=60.0, description="Live prices older than this mean the feed is stale."
+    )
 
 
-@dg.asset_check(asset=odds_api_live, description="The newest live price is recent (warns when the feed has gone quiet).")
+@dg.asset_check(
+    asset=odds_api_live,
+    description="The newest live price is recent (warns when the feed has gone quiet).",
+)
 def live_feed_fresh(config: FreshnessConfig, warehouse: WarehouseResource) -> dg.AssetCheckResult:
     with warehouse.store().connection(read_only=True) as con:
         latest = con.execute(
-            "SELECT max(ingested_at) FROM odds_quotes WHERE starts_with(load_id, ?)", [f"{LIVE_LOAD_PREFIX}:"]
+            "SELECT max(ingested_at) FROM odds_quotes WHERE starts_with(load_id, ?)",
+            [f"{LIVE_LOAD_PREFIX}:"],
         ).fetchone()[0]
     if latest is None:
-        return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN, metadata={"latest_ingested_at": "none"})
+        return dg.AssetCheckResult(
+            passed=False,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"latest_ingested_at": "none"},
+        )
     age_min = (datetime.now(UTC) - latest.astimezone(UTC)).total_seconds() / 60.0
     return dg.AssetCheckResult(
         passed=age_min <= config.max_age_minutes,
         severity=dg.AssetCheckSeverity.WARN,
-        metadata={"latest_ingested_at": str(latest), "age_minutes": float(age_min), "max_age_minutes": config.max_age_minutes},
+        metadata={
+            "latest_ingested_at": str(latest),
+            "age_minutes": float(age_min),
+            "max_age_minutes": config.max_age_minutes,
+        },
     )
 
 

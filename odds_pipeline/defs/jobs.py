@@ -1,21 +1,20 @@
 """Jobs and schedules: the default pipeline, and the live feed poll (stopped until an engineer starts it)."""
 
-
 import dagster as dg
 
-from .ingestion import CANONICAL_TABLES, LIVE_PARTITIONS, SOURCE_ASSETS, odds_api_live
+from .ingestion import CANONICAL_TABLES, SOURCE_ASSETS, odds_api_live
 
 # Everything `make run` materializes: the bundled samples, the simulator and the canonical tables.
 default_pipeline_job = dg.define_asset_job(
     name="default_pipeline",
-    selection=dg.AssetSelection.assets(*SOURCE_ASSETS) | dg.AssetSelection.assets(*CANONICAL_TABLES),
+    selection=dg.AssetSelection.assets(*SOURCE_ASSETS)
+    | dg.AssetSelection.assets(*CANONICAL_TABLES),
     description="Ingest the bundled samples and the simulator into the canonical store.",
 )
 
 odds_api_live_job = dg.define_asset_job(
     name="odds_api_live_poll",
     selection=dg.AssetSelection.assets(odds_api_live),
-    partitions_def=LIVE_PARTITIONS,
     description="Poll The Odds API once into today's partition.",
 )
 

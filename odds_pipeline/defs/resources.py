@@ -1,6 +1,5 @@
 """Resources: the DuckDB warehouse and the odds feed (live client or saved-response replay)."""
 
-
 import os
 from abc import abstractmethod
 from pathlib import Path
@@ -15,10 +14,16 @@ from odds_pipeline.store import OddsStore
 class WarehouseResource(dg.ConfigurableResource):
     """The canonical odds store (DuckDB). Empty path = `<state home>/warehouse/odds.duckdb`."""
 
-    database_path: str = Field(default="", description="DuckDB file; empty means the state home's warehouse.")
+    database_path: str = Field(
+        default="", description="DuckDB file; empty means the state home's warehouse."
+    )
 
     def resolved_path(self) -> Path:
-        return Path(self.database_path).expanduser().resolve() if self.database_path else warehouse_path()
+        return (
+            Path(self.database_path).expanduser().resolve()
+            if self.database_path
+            else warehouse_path()
+        )
 
     def store(self) -> OddsStore:
         return OddsStore(self.resolved_path())
@@ -27,7 +32,9 @@ class WarehouseResource(dg.ConfigurableResource):
 class OddsFeedResource(dg.ConfigurableResource):
     """Where live Odds API responses come from; the live client and the replay share one interface."""
 
-    sports: list[str] = Field(default_factory=lambda: ["americanfootball_nfl"], description="Odds API sport keys to poll.")
+    sports: list[str] = Field(
+        default_factory=lambda: ["americanfootball_nfl"], description="Odds API sport keys to poll."
+    )
 
     @abstractmethod
     def get_feed(self):  # -> odds_pipeline.sources.odds_api.OddsFeed
@@ -37,7 +44,9 @@ class OddsFeedResource(dg.ConfigurableResource):
 class LiveOddsApiResource(OddsFeedResource):
     """The Odds API v4 over HTTPS. The key comes from the ODDS_API_KEY environment variable."""
 
-    api_key: str = Field(description="Odds API key; set it with EnvVar('ODDS_API_KEY'), never inline.")
+    api_key: str = Field(
+        description="Odds API key; set it with EnvVar('ODDS_API_KEY'), never inline."
+    )
     regions: str = "us"
     markets: str = "h2h,spreads,totals"
     bookmakers: str | None = None
@@ -59,7 +68,9 @@ class ReplayOddsFeedResource(OddsFeedResource):
     """Serves saved responses as if they were live: for tests, demos and machines without a key."""
 
     paths: list[str] = Field(
-        default_factory=lambda: [str((SAMPLES_DIR / "odds_api" / "*.json*").relative_to(PROJECT_ROOT))],
+        default_factory=lambda: [
+            str((SAMPLES_DIR / "odds_api" / "*.json*").relative_to(PROJECT_ROOT))
+        ],
         description="Saved /odds responses (files or globs, relative to the project).",
     )
 

@@ -283,8 +283,8 @@ def validate_candidates(
     for mkt, sides in MARKETS.items():
         valid_outcome |= (market == mkt).to_numpy() & outcome.isin(sides).to_numpy()
     flag(~valid_outcome, "unknown_outcome")
-    observed = pd.to_datetime(df["observed_at"], utc=True)
-    commence = pd.to_datetime(df["commence_time"], utc=True)
+    observed = pd.to_datetime(df["observed_at"], utc=True, cache=False)
+    commence = pd.to_datetime(df["commence_time"], utc=True, cache=False)
     flag(observed.isna().to_numpy(), "missing_timestamp")
     in_play = (observed > commence).fillna(False).to_numpy(dtype=bool)
     if not keep_in_play:
@@ -323,7 +323,7 @@ def validate_candidates(
     if ingested_at is None and "ingested_at" not in df:
         raise ValueError("ingested_at must be given, as a column or a value")
     ingested = (
-        pd.to_datetime(df["ingested_at"], utc=True)
+        pd.to_datetime(df["ingested_at"], utc=True, cache=False)
         if "ingested_at" in df
         else pd.Series(pd.Timestamp(ingested_at), index=df.index)
     )

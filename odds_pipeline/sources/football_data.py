@@ -39,6 +39,7 @@ Choices a reader of the store must know:
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -237,22 +238,27 @@ def discover_columns(columns: Sequence[str]) -> ColumnPlan:
     return plan
 
 
+_EDGE_SPACE = re.compile(rb"[ \t][,\r\n]|[,\n][ \t]")
+
+
 def _read_csv(path: Path) -> tuple[pd.DataFrame, list[str]]:
     """All cells as stripped strings; blank lines kept so line numbers stay true."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")  # the site's files start with a BOM
+    except UnicodeDecodeError as exc:
+        raise SourceFormatError(
+            str(path), data.count(b"\n", 0, exc.start) + 1, f"not UTF-8 text ({exc.reason})"
+        ) from exc
     try:
         frame = pd.read_csv(
-            path,
+            io.StringIO(text),
             dtype=str,
             keep_default_na=False,
             na_filter=False,
-            encoding="utf-8-sig",  # the site's files start with a BOM
             skip_blank_lines=False,
             index_col=False,
         )
-    except UnicodeDecodeError as exc:
-        raise SourceFormatError(
-            str(path), None, f"not UTF-8 text ({exc.reason} at byte {exc.start})"
-        ) from exc
     except pd.errors.EmptyDataError as exc:
         raise SourceFormatError(str(path), 1, "empty file: no header row") from exc
     except pd.errors.ParserError as exc:
@@ -260,7 +266,7 @@ def _read_csv(path: Path) -> tuple[pd.DataFrame, list[str]]:
         raise SourceFormatError(
             str(path), int(match[1]) if match else None, f"malformed CSV: {exc}"
         ) from exc
-    header = [str(c).strip().lstrip("\ufeff") for c in frame.columns]
+    header = [str(c).strip() for c in frame.columns]
     # HT/AT are the team columns only in files that lack HomeTeam/AwayTeam.
     header = [
         COLUMN_ALIASES[c] if c in COLUMN_ALIASES and COLUMN_ALIASES[c] not in header else c
@@ -270,8 +276,10 @@ def _read_csv(path: Path) -> tuple[pd.DataFrame, list[str]]:
     if duplicated:
         raise SourceFormatError(str(path), 1, f"duplicate column names {duplicated}")
     frame.columns = header
-    for column in header:
-        frame[column] = frame[column].fillna("").astype(str).str.strip()
+    if len(frame) and _EDGE_SPACE.search(data):
+        # Some cell has padding: strip every cell in one vectorized pass.
+        cells = np.strings.strip(frame.to_numpy(dtype=str)).astype(object)
+        frame = pd.DataFrame(cells, columns=header)
     return frame, header
 
 
@@ -305,8 +313,11 @@ def _parse_times(
 
 
 def _slug(text: pd.Series) -> pd.Series:
-    ascii_ = text.str.normalize("NFKD").str.encode("ascii", "ignore").str.decode("ascii")
-    return ascii_.str.lower().str.replace(r"[^a-z0-9]+", "-", regex=True).str.strip("-")
+    """`Nott'm Forest` -> `nott-m-forest`; computed once per distinct name (a few dozen)."""
+    names = pd.Series(text.unique())
+    ascii_ = names.str.normalize("NFKD").str.encode("ascii", "ignore").str.decode("ascii")
+    slugs = ascii_.str.lower().str.replace(r"[^a-z0-9]+", "-", regex=True).str.strip("-")
+    return text.map(dict(zip(names, slugs, strict=True)))
 
 
 def _season_of(dates: pd.Series) -> str | None:
@@ -343,9 +354,8 @@ def parse_file(
         )
 
     line_numbers = raw.index.to_numpy() + 2  # header is line 1
-    keep = (
-        (raw != "").any(axis=1).to_numpy()
-    )  # fully-empty rows (e.g. trailing ',,,,') are no match
+    # Fully-empty rows (blank lines, trailing ',,,,') are no match: dropped, not counted.
+    keep = (raw != "").any(axis=1).to_numpy()
     frame = raw.loc[keep].reset_index(drop=True)
     line_numbers = line_numbers[keep]
     n = len(frame)
@@ -417,33 +427,42 @@ def parse_file(
         results = pd.DataFrame({c: pd.Series(dtype="object") for c in RESULT_COLUMNS})
 
     # --- per price: melt the wide odds block to one row per non-empty cell -------------
+    odds_cols = [o.column for o in plan.odds]
+    long = (
+        frame[odds_cols]
+        .assign(_row=np.arange(n))
+        .melt(id_vars="_row", var_name="column", value_name="price_raw")
+    )
+    long = long.loc[long["price_raw"] != ""]  # an empty cell is no price: not a price read
+    prices_read = len(long)
+    row = long["_row"].to_numpy()
+    spec_idx = pd.Categorical(long["column"], categories=odds_cols).codes
     spec = pd.DataFrame(
         [asdict(o) for o in plan.odds], columns=[f.name for f in fields(OddsColumn)]
     )
-    odds_cols = spec["column"].tolist()
-    wide = frame[odds_cols].copy()
-    wide.insert(0, "_row", np.arange(n))
-    long = wide.melt(id_vars="_row", var_name="column", value_name="price_raw")
-    long = long.loc[long["price_raw"] != ""].reset_index(drop=True)  # empty cell = no price
-    prices_read = len(long)
-    long = long.merge(spec, on="column", how="left", sort=False)
-    row = long["_row"].to_numpy()
 
-    price = pd.to_numeric(long["price_raw"], errors="coerce")
+    def per_price(name: str) -> np.ndarray:
+        return spec[name].to_numpy()[spec_idx]
+
+    price_raw = long["price_raw"].to_numpy()
+    price = pd.to_numeric(long["price_raw"], errors="coerce").to_numpy(dtype="float64")
     ko = pd.Series(kickoff.array.take(row))
-    closing = long["closing"].to_numpy(dtype=bool)
+    closing = per_price("closing").astype(bool)
     observed = ko.where(closing, ko - offset)
 
-    # Handicap lines: gather the home line per price from its line column, same row.
-    point = long["point"].to_numpy(dtype="float64", copy=True)
+    # Handicap lines: the home line from the price's line column, same row; away negated.
+    market = per_price("market")
+    point = per_price("point").astype("float64")
+    is_spread = market == "spreads"
     line_raw = np.full(len(long), "", dtype=object)
-    is_spread = (long["market"] == "spreads").to_numpy()
+    line_of = per_price("line_column")
     for line_col in plan.line_columns:
-        hit = is_spread & (long["line_column"] == line_col).to_numpy()
+        hit = is_spread & (line_of == line_col)
         line_raw[hit] = frame[line_col].to_numpy()[row[hit]]
     line_value = pd.to_numeric(pd.Series(line_raw), errors="coerce").to_numpy(dtype="float64")
-    point = np.where(is_spread, line_value * long["line_sign"].to_numpy(dtype="float64"), point)
-    no_line = is_spread & (pd.Series(line_raw).fillna("") == "").to_numpy()
+    # `+ 0.0` turns the away side of a level line (-0.0) into 0.0.
+    point = np.where(is_spread, line_value * per_price("line_sign").astype("float64") + 0.0, point)
+    no_line = is_spread & (line_raw == "")
     bad_line = is_spread & ~no_line & np.isnan(line_value)
 
     reason = np.full(len(long), None, dtype=object)
@@ -451,41 +470,46 @@ def parse_file(
         (bad_date[row], "bad_date"),
         (bad_time[row], "bad_kickoff_time"),
         (missing_team[row], "missing_team"),
-        (price.isna().to_numpy(), "unparseable_price"),
+        (np.isnan(price), "unparseable_price"),
         (no_line, "missing_handicap_line"),
         (bad_line, "unparseable_handicap_line"),
     ):
         reason[mask & pd.isna(reason)] = why
 
+    column = long["column"].to_numpy(dtype=object)
     candidates = pd.DataFrame(
         {
             "source": SOURCE,
-            "event_id": event_id.to_numpy()[row],
-            "bookmaker": long["bookmaker"],
-            "market": long["market"],
-            "outcome": long["outcome"],
-            "outcome_name": long["column"],
+            "event_id": event_id.to_numpy(dtype=object)[row],
+            "bookmaker": per_price("bookmaker"),
+            "market": market,
+            "outcome": per_price("outcome"),
+            "outcome_name": column,
             "point": point,
             "price": price,
-            "price_raw": long["price_raw"],
+            "price_raw": price_raw,
             "observed_at": observed,
             "commence_time": ko,
             "source_file": name,
             "source_record": "line "
-            + pd.Series(line_numbers[row]).astype(str)
+            + line_numbers[row].astype(str).astype(object)
             + ", column "
-            + long["column"],
+            + column,
             "reason": reason,
             "ingested_at": observed,  # historical bulk load: "as observed" mode
-        }
-    )[[*CANDIDATE_COLUMNS, "ingested_at"]]
+        },
+        columns=[*CANDIDATE_COLUMNS, "ingested_at"],
+    )
     quotes, rejected = validate_candidates(
         candidates, load_id=load_id_for(SOURCE, path), keep_in_play=keep_in_play
     )
 
-    notes: dict[str, object] = {"default_kickoff_time_rows": int(defaulted.sum())}
+    # List-valued notes, so `combine` concatenates them across files.
+    notes: dict[str, object] = {}
     if plan.unmapped_prefixes:
         notes["unmapped_bookmaker_prefixes"] = plan.unmapped_prefixes
+    if defaulted.any():
+        notes["default_kickoff_time_files"] = [f"{name}: {int(defaulted.sum())} rows"]
     return ParseResult(
         quotes=quotes,
         rejected=rejected,

@@ -1,0 +1,63 @@
+"""`odds-pipeline inspect`: the on-call view of a file, without writing anything."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from odds_pipeline.cli import main
+
+from .conftest import SAMPLES
+
+SUMMARY_KEYS = {
+    "prices_read",
+    "quotes_accepted",
+    "quotes_rejected",
+    "rejected_reasons",
+    "events",
+    "bookmakers",
+    "markets",
+    "observed_from",
+    "observed_to",
+    "unknown_columns",
+}
+
+
+@pytest.mark.parametrize(
+    ("source", "pattern"),
+    [
+        ("football-data", "football_data/*.csv"),
+        ("sbr", "sbr/*.csv"),
+        ("odds-api", "odds_api/*"),
+    ],
+)
+def test_inspect_prints_one_json_summary(source, pattern, capsys, isolated_state_home):
+    assert main(["inspect", source, str(SAMPLES / pattern)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == SUMMARY_KEYS
+    assert out["prices_read"] == out["quotes_accepted"] + out["quotes_rejected"] > 0
+    assert sum(out["rejected_reasons"].values()) == out["quotes_rejected"]
+    assert out["bookmakers"] == sorted(out["bookmakers"])
+    assert not (isolated_state_home / "warehouse").exists(), "inspect must not write"
+
+
+def test_inspect_malformed_file_exits_2_naming_the_file(tmp_path, capsys):
+    bad = tmp_path / "broken.json"
+    bad.write_text('[{"id": "x", "bookmakers": [')
+    assert main(["inspect", "odds-api", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "broken.json" in err
+
+
+def test_inspect_missing_file_exits_2(tmp_path, capsys):
+    assert main(["inspect", "sbr", str(tmp_path / "nope.csv")]) == 2
+    assert "nope.csv" in capsys.readouterr().err
+
+
+def test_console_script_is_installed():
+    exe = Path(sys.executable).parent / "odds-pipeline"
+    out = subprocess.run([str(exe), "inspect", "sbr", str(SAMPLES / "sbr" / "nba_odds_2017-18.csv"), "--compact"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["events"] > 1000

@@ -7,6 +7,7 @@ import dagster as dg
 import pytest
 
 from odds_pipeline.definitions import defs
+from odds_pipeline.defs.ingestion import odds_api_live
 from odds_pipeline.defs.resources import ReplayOddsFeedResource, WarehouseResource
 from odds_pipeline.store import OddsStore
 
@@ -109,7 +110,7 @@ def test_reject_ratio_check_blocks_downstream_tables(instance, tmp_path):
 def test_live_partition_polls_the_feed_and_is_idempotent(instance, isolated_state_home):
     samples = Path(__file__).resolve().parents[1] / "data" / "samples" / "odds_api"
     feed = ReplayOddsFeedResource(paths=[str(samples / "wnba.json")], sports=["basketball_wnba"])
-    asset = defs.resolve_assets_def("odds_api_live")
+    asset = odds_api_live
     resources = {"warehouse": WarehouseResource(), "odds_feed": feed}
     run_config = {"ops": {"odds_api_live": {"config": {"keep_in_play": True}}}}
     first = dg.materialize([asset], resources=resources, partition_key="2026-08-08", instance=instance, run_config=run_config)

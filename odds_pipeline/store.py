@@ -121,16 +121,17 @@ class LoadWriter:
         self.accepted = 0
         self.rejected = 0
 
-    def _insert(self, table: str, frame: pd.DataFrame, columns: list[str]) -> None:
+    def _insert(
+        self, table: str, frame: pd.DataFrame, columns: list[str], verb: str = "INSERT"
+    ) -> None:
         if frame.empty:
             return
-        view = f"_incoming_{table}"
-        self.con.register(view, frame)
-        try:
-            cols = ", ".join(columns)
-            self.con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {view}")
-        finally:
-            self.con.unregister(view)
+        # DuckDB's replacement scan reads the local `incoming`. Not register()/unregister():
+        # inside the load's open transaction a registered view, even once unregistered,
+        # keeps its DataFrame alive until COMMIT, so memory grew with the whole load.
+        incoming = frame  # noqa: F841
+        cols = ", ".join(columns)
+        self.con.execute(f"{verb} INTO {table} ({cols}) SELECT {cols} FROM incoming")
 
     def write(self, result: ParseResult) -> None:
         quotes = (
@@ -150,15 +151,7 @@ class LoadWriter:
             if frame.empty:
                 continue
             frame = frame.drop_duplicates("event_id", keep="last").assign(load_id=self.load_id)
-            view = f"_incoming_{table}"
-            self.con.register(view, frame)
-            try:
-                cols = ", ".join([*columns, "load_id"])
-                self.con.execute(
-                    f"INSERT OR REPLACE INTO {table} ({cols}) SELECT {cols} FROM {view}"
-                )
-            finally:
-                self.con.unregister(view)
+            self._insert(table, frame, [*columns, "load_id"], verb="INSERT OR REPLACE")
         self.prices_read += result.prices_read
         self.accepted += len(result.quotes)
         self.rejected += len(result.rejected)

@@ -58,6 +58,10 @@ def test_inspect_missing_file_exits_2(tmp_path, capsys):
 
 def test_console_script_is_installed():
     exe = Path(sys.executable).parent / "odds-pipeline"
-    out = subprocess.run([str(exe), "inspect", "sbr", str(SAMPLES / "sbr" / "nba_odds_2017-18.csv"), "--compact"], capture_output=True, text=True)
+    out = subprocess.run(
+        [str(exe), "inspect", "sbr", str(SAMPLES / "sbr" / "nba_odds_2017-18.csv"), "--compact"],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["events"] > 1000

@@ -31,7 +31,7 @@ def machine() -> dict[str, object]:
 
 
 @contextmanager
-def timer() -> "iter[dict[str, float]]":
+def timer() -> iter[dict[str, float]]:
     out: dict[str, float] = {}
     start = time.perf_counter()
     try:

@@ -1,0 +1,516 @@
+"""One training loop for both models: AdamW, cosine schedule, early stopping, bf16 on CUDA.
+
+Data interface: a dataset is a dict of equal-length arrays/tensors (``{"x": ..., "mask":
+..., "y": ...}``); ``input_keys`` names the model's positional inputs in order (or is a
+function ``batch -> tuple``), ``label_key`` the 0/1 target. Both models use the same loop.
+
+Dagster-, Optuna- and MLflow-free on purpose: the Dagster layer logs through ``on_epoch``,
+and an Optuna pruning callback raises ``TrialPruned`` from there (or returns True to stop).
+This module imports torch at import time: only the Dagster layer's functions import it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "DEVICE_ENV",
+    "TrainConfig",
+    "TrainResult",
+    "autocast_context",
+    "fit",
+    "make_input_fn",
+    "predict_logits",
+    "predict_proba",
+    "seed_everything",
+    "select_device",
+    "to_tensors",
+    "train_step",
+]
+
+log = logging.getLogger(__name__)
+
+DEVICE_ENV = "ODDS_PIPELINE_DEVICE"
+
+Batch = Mapping[str, Tensor]
+InputFn = Callable[[Batch], tuple[Tensor, ...]]
+EpochCallback = Callable[[int, dict[str, float]], bool | None]
+
+
+def select_device(prefer: str | None = None) -> torch.device:
+    """CUDA, then MPS, then CPU; ``prefer`` or $ODDS_PIPELINE_DEVICE overrides ("auto" = pick).
+
+    An explicitly requested device that is not available is an error rather than a silent
+    fallback: a run configured for the GPU should not quietly train for hours on a CPU.
+    """
+    choice = (prefer or os.environ.get(DEVICE_ENV) or "auto").strip().lower()
+    if choice == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(choice)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {choice!r} requested but CUDA is not available")
+    if device.type == "mps" and not (
+        getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    ):
+        raise ValueError(f"device {choice!r} requested but MPS is not available")
+    return device
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    """Seed Python, NumPy and torch; optionally ask torch for deterministic kernels.
+
+    ``warn_only=True``: an op without a deterministic CUDA kernel warns instead of failing
+    a training run. On CPU the loop is bit-for-bit reproducible for a fixed thread count.
+    """
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        # cuBLAS needs this before its first use to be deterministic (no effect on CPU).
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+
+
+@dataclass
+class TrainConfig:
+    """Training hyper-parameters (all JSON-able, so the Launchpad and MLflow can show them).
+
+    The learning rate follows a cosine curve per optimizer step from ``lr`` down to
+    ``lr * min_lr_ratio`` over the *planned* ``epochs`` (CosineAnnealingLR); early stopping
+    simply cuts it short. ``pos_weight``: None, a number, or "auto" (negatives/positives
+    of the training labels) for imbalanced targets such as ``arb_ahead``.
+    ``torch_threads``: small models on a shared 2-core machine can run many times faster
+    with 1 thread (intra-op threads spin against other processes); restored after ``fit``.
+    """
+
+    epochs: int = 30
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    patience: int = 5
+    min_delta: float = 1e-4
+    grad_clip: float | None = 1.0
+    seed: int = 7
+    num_workers: int = 0
+    device: str | None = None
+    amp: bool = True
+    pos_weight: float | str | None = None
+    min_lr_ratio: float = 0.01
+    deterministic: bool = True
+    torch_threads: int | None = None  # CPU intra-op threads while fitting; None = torch default
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    """What ``fit`` did: the model holds the best epoch's weights when it returns."""
+
+    model: nn.Module
+    history: list[dict[str, float]]
+    best_epoch: int  # 1-based; 0 if no epoch ran
+    best_val_loss: float
+    stopped_early: bool  # patience ran out or on_epoch asked to stop
+    stop_reason: str  # "completed" | "early_stopping" | "callback"
+    device: str
+    seconds: float
+    n_train: int
+    n_val: int
+    pos_weight: float | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.history)
+
+    def summary(self) -> dict[str, Any]:
+        """Flat, JSON-able figures for Dagster metadata and MLflow metrics."""
+        return {
+            "best_epoch": self.best_epoch,
+            "best_val_loss": self.best_val_loss,
+            "epochs_run": self.epochs_run,
+            "stopped_early": self.stopped_early,
+            "stop_reason": self.stop_reason,
+            "device": self.device,
+            "train_seconds": round(self.seconds, 3),
+            "n_train": self.n_train,
+            "n_val": self.n_val,
+            "pos_weight": self.pos_weight,
+        }
+
+
+def to_tensors(data: Mapping[str, Any], keys: Sequence[str] | None = None) -> dict[str, Tensor]:
+    """Arrays -> CPU tensors of one length; floating data becomes float32 (the models' dtype).
+
+    ``keys`` limits the conversion to what the model and loss read, so a dataset dict may
+    carry other columns (event ids as strings, for instance).
+    """
+    out: dict[str, Tensor] = {}
+    for key in keys if keys is not None else list(data):
+        if key not in data:
+            raise KeyError(f"dataset has no {key!r} (has {sorted(data)})")
+        t = torch.as_tensor(data[key])
+        if t.is_floating_point() and t.dtype != torch.float32:
+            t = t.float()
+        out[key] = t
+    lengths = {k: (t.shape[0] if t.ndim else -1) for k, t in out.items()}
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"dataset arrays differ in length: {lengths}")
+    return out
+
+
+def _needed_keys(input_keys: Sequence[str] | InputFn, *extra: str) -> list[str] | None:
+    """Keys to convert, or None (all) when a function picks the inputs."""
+    if callable(input_keys):
+        return None
+    return list(dict.fromkeys([*input_keys, *extra]))
+
+
+def make_input_fn(input_keys: Sequence[str] | InputFn) -> InputFn:
+    """``("x", "mask")`` -> ``batch -> (batch["x"], batch["mask"])``; functions pass through."""
+    if callable(input_keys):
+        return input_keys
+    keys = tuple(input_keys)
+    return lambda batch: tuple(batch[k] for k in keys)
+
+
+def autocast_context(device: torch.device, amp: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA only (no loss scaling needed); a no-op elsewhere."""
+    if amp and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _length(data: Mapping[str, Tensor]) -> int:
+    return next(iter(data.values())).shape[0]
+
+
+def _batches(
+    data: Mapping[str, Tensor],
+    batch_size: int,
+    device: torch.device,
+    generator: torch.Generator | None = None,
+    num_workers: int = 0,
+) -> Iterator[dict[str, Tensor]]:
+    """Mini-batches; shuffled when a generator is given (seeded, so reproducible).
+
+    With ``num_workers == 0`` (default) the tensors are already in memory, and on the
+    device, and are indexed directly, far cheaper than a DataLoader for these small
+    datasets. ``num_workers > 0`` uses a DataLoader (pinned memory on CUDA).
+    """
+    n = _length(data)
+    if num_workers > 0:
+        keys = list(data)
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.TensorDataset(*(data[k] for k in keys)),
+            batch_size=batch_size,
+            shuffle=generator is not None,
+            generator=generator,
+            num_workers=num_workers,
+            pin_memory=device.type == "cuda",
+        )
+        for tensors in loader:
+            yield {k: t.to(device, non_blocking=True) for k, t in zip(keys, tensors, strict=True)}
+        return
+    order = torch.randperm(n, generator=generator) if generator is not None else None
+    for start in range(0, n, batch_size):
+        if order is None:
+            yield {k: v[start : start + batch_size].to(device) for k, v in data.items()}
+        else:
+            idx = order[start : start + batch_size]
+            yield {k: v[idx.to(v.device)].to(device) for k, v in data.items()}
+
+
+def _resolve_pos_weight(value: float | str | None, y: Tensor) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if value != "auto":
+            raise ValueError(f"pos_weight must be None, a number or 'auto', got {value!r}")
+        positives = float(y.sum())
+        negatives = float(y.numel()) - positives
+        return negatives / positives if positives > 0 else None
+    return float(value)
+
+
+def train_step(
+    model: nn.Module,
+    batch: Batch,
+    *,
+    optimizer: torch.optim.Optimizer,
+    criterion: nn.Module,
+    input_fn: InputFn,
+    label_key: str,
+    grad_clip: float | None,
+    device: torch.device,
+    amp: bool,
+) -> Tensor:
+    """One optimizer step (forward, loss in fp32, backward, clip, step); returns the loss.
+
+    The returned loss is detached and not synchronised, so the GPU is never stalled.
+    Shared by ``fit`` and the benchmark, so the benchmark measures the real step.
+    """
+    with autocast_context(device, amp):
+        logits = model(*input_fn(batch))
+    loss = criterion(logits.float(), batch[label_key].float())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return loss.detach()
+
+
+@torch.no_grad()
+def _mean_loss(
+    model: nn.Module,
+    data: Mapping[str, Tensor],
+    *,
+    criterion: nn.Module,
+    input_fn: InputFn,
+    label_key: str,
+    batch_size: int,
+    device: torch.device,
+    amp: bool,
+) -> float:
+    model.eval()
+    total = torch.zeros((), device=device)
+    for batch in _batches(data, batch_size, device):
+        with autocast_context(device, amp):
+            logits = model(*input_fn(batch))
+        loss = criterion(logits.float(), batch[label_key].float())
+        total += loss * batch[label_key].shape[0]
+    return float(total) / _length(data)
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Decay weight matrices only (the usual AdamW practice): not biases, norms, pool queries."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def fit(
+    model: nn.Module | Callable[[], nn.Module],
+    train: Mapping[str, Any],
+    val: Mapping[str, Any],
+    *,
+    input_keys: Sequence[str] | InputFn = ("x", "mask"),
+    label_key: str = "y",
+    config: TrainConfig | None = None,
+    on_epoch: EpochCallback | None = None,
+) -> TrainResult:
+    """Train with AdamW + per-step cosine LR + early stopping on validation loss.
+
+    ``model`` may be a module or a zero-argument factory; a factory is called after
+    seeding, so initial weights are reproducible too (pass a module built after
+    ``seed_everything`` for the same effect). ``on_epoch(epoch, metrics)`` is called after
+    each epoch with train_loss, val_loss, best_val_loss, lr, seconds, samples_per_s; a
+    True return stops training (an exception, e.g. Optuna's TrialPruned, propagates).
+    The best epoch's weights are restored before returning. ``val_loss`` uses the same
+    criterion as training (including ``pos_weight``), so early stopping tracks the
+    optimised objective.
+    """
+    config = config or TrainConfig()
+    threads = torch.get_num_threads()
+    if config.torch_threads:
+        torch.set_num_threads(config.torch_threads)
+    try:
+        return _fit(model, train, val, input_keys, label_key, config, on_epoch)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit(
+    model: nn.Module | Callable[[], nn.Module],
+    train: Mapping[str, Any],
+    val: Mapping[str, Any],
+    input_keys: Sequence[str] | InputFn,
+    label_key: str,
+    config: TrainConfig,
+    on_epoch: EpochCallback | None,
+) -> TrainResult:
+    started = time.perf_counter()
+    seed_everything(config.seed, deterministic=config.deterministic)
+    if not isinstance(model, nn.Module):
+        model = model()
+    device = select_device(config.device)
+    amp = config.amp and device.type == "cuda"
+    model.to(device)
+
+    keys = _needed_keys(input_keys, label_key)
+    train_t, val_t = to_tensors(train, keys), to_tensors(val, keys)
+    n_train, n_val = _length(train_t), _length(val_t)
+    if n_train == 0 or n_val == 0:
+        raise ValueError(f"empty dataset: {n_train} training and {n_val} validation rows")
+    if config.num_workers == 0:
+        train_t = {k: v.to(device) for k, v in train_t.items()}
+        val_t = {k: v.to(device) for k, v in val_t.items()}
+
+    input_fn = make_input_fn(input_keys)
+    pos_weight = _resolve_pos_weight(config.pos_weight, train_t[label_key].float())
+    criterion = nn.BCEWithLogitsLoss(
+        pos_weight=None if pos_weight is None else torch.tensor(pos_weight, device=device)
+    )
+    optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr)
+    steps_per_epoch = math.ceil(n_train / config.batch_size)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer,
+        T_max=max(1, config.epochs * steps_per_epoch),
+        eta_min=config.lr * config.min_lr_ratio,
+    )
+    generator = torch.Generator().manual_seed(config.seed)
+
+    history: list[dict[str, float]] = []
+    best_val, best_epoch, best_state, bad_epochs = math.inf, 0, None, 0
+    stop_reason = "completed"
+    for epoch in range(1, config.epochs + 1):
+        epoch_start = time.perf_counter()
+        model.train()
+        total = torch.zeros((), device=device)
+        for batch in _batches(
+            train_t, config.batch_size, device, generator, num_workers=config.num_workers
+        ):
+            loss = train_step(
+                model,
+                batch,
+                optimizer=optimizer,
+                criterion=criterion,
+                input_fn=input_fn,
+                label_key=label_key,
+                grad_clip=config.grad_clip,
+                device=device,
+                amp=amp,
+            )
+            scheduler.step()
+            total += loss * batch[label_key].shape[0]
+        train_loss = float(total) / n_train
+        train_seconds = time.perf_counter() - epoch_start
+        if not math.isfinite(train_loss):
+            raise FloatingPointError(
+                f"training loss is {train_loss} at epoch {epoch} (lr {config.lr}): "
+                "check the inputs for NaN/inf or lower the learning rate"
+            )
+        val_loss = _mean_loss(
+            model,
+            val_t,
+            criterion=criterion,
+            input_fn=input_fn,
+            label_key=label_key,
+            batch_size=max(config.batch_size, 1024),
+            device=device,
+            amp=amp,
+        )
+        if val_loss < best_val - config.min_delta:
+            best_val, best_epoch, bad_epochs = val_loss, epoch, 0
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        else:
+            bad_epochs += 1
+        metrics = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "val_loss": val_loss,
+            "best_val_loss": best_val,
+            "lr": float(optimizer.param_groups[0]["lr"]),
+            "seconds": time.perf_counter() - epoch_start,
+            "samples_per_s": n_train / train_seconds if train_seconds > 0 else math.nan,
+        }
+        history.append(metrics)
+        log.info(
+            "epoch %d/%d train_loss %.5f val_loss %.5f lr %.2e %.1fs",
+            epoch,
+            config.epochs,
+            train_loss,
+            val_loss,
+            metrics["lr"],
+            metrics["seconds"],
+        )
+        if on_epoch is not None and on_epoch(epoch, dict(metrics)):
+            stop_reason = "callback"
+            break
+        if bad_epochs >= config.patience:
+            stop_reason = "early_stopping"
+            break
+
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return TrainResult(
+        model=model,
+        history=history,
+        best_epoch=best_epoch,
+        best_val_loss=best_val,
+        stopped_early=stop_reason != "completed",
+        stop_reason=stop_reason,
+        device=str(device),
+        seconds=time.perf_counter() - started,
+        n_train=n_train,
+        n_val=n_val,
+        pos_weight=pos_weight,
+        config=copy.deepcopy(config.to_dict()),
+    )
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module,
+    data: Mapping[str, Any],
+    input_keys: Sequence[str] | InputFn = ("x", "mask"),
+    batch_size: int = 1024,
+    device: str | torch.device | None = None,
+    amp: bool = False,
+) -> np.ndarray:
+    """Logits in eval mode, on the model's device unless ``device`` is given (fp32 default)."""
+    if device is None:
+        device = next(model.parameters()).device
+    device = torch.device(device)
+    model.to(device).eval()
+    input_fn = make_input_fn(input_keys)
+    tensors = to_tensors(data, _needed_keys(input_keys))
+    outputs = []
+    for batch in _batches(tensors, batch_size, device):
+        with autocast_context(device, amp):
+            outputs.append(model(*input_fn(batch)).float().cpu())
+    if not outputs:
+        return np.zeros(0, dtype=np.float64)
+    return torch.cat(outputs).double().numpy()
+
+
+def predict_proba(
+    model: nn.Module,
+    data: Mapping[str, Any],
+    input_keys: Sequence[str] | InputFn = ("x", "mask"),
+    batch_size: int = 1024,
+    device: str | torch.device | None = None,
+    amp: bool = False,
+) -> np.ndarray:
+    """P(label = 1) as float64 numpy, ready for ``evaluation.binary_metrics``."""
+    logits = predict_logits(model, data, input_keys, batch_size, device, amp)
+    e = np.exp(-np.abs(logits))  # stable logistic: no overflow, full precision near 0 and 1
+    return np.where(logits >= 0, 1.0 / (1.0 + e), e / (1.0 + e))

@@ -4,12 +4,13 @@ import dagster as dg
 
 from .ingestion import CANONICAL_TABLES, SOURCE_ASSETS, odds_api_live
 
-# Everything `make run` materializes: the bundled samples, the simulator and the canonical tables.
+# Everything `make run` materializes: the bundled samples, the simulator, the canonical tables, features.
 default_pipeline_job = dg.define_asset_job(
     name="default_pipeline",
     selection=dg.AssetSelection.assets(*SOURCE_ASSETS)
-    | dg.AssetSelection.assets(*CANONICAL_TABLES),
-    description="Ingest the bundled samples and the simulator into the canonical store.",
+    | dg.AssetSelection.assets(*CANONICAL_TABLES)
+    | dg.AssetSelection.groups("features"),
+    description="Ingest the bundled samples and the simulator, then compute features.",
 )
 
 odds_api_live_job = dg.define_asset_job(

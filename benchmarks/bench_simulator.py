@@ -1,7 +1,7 @@
 """Simulated market at scale: generate N quotes, then stream them into DuckDB in one load.
 
 Run: .venv/bin/python benchmarks/bench_simulator.py [--quotes 10000000]
-     [--validated] [--no-prefetch] [--proposed-store-fix]
+     [--validated] [--no-prefetch]
 
 Figures: quotes; generate-only seconds and quotes/s; generate+load (one
 `OddsStore.load`, batches streamed) seconds and quotes/s; CPU seconds of each (wall
@@ -23,16 +23,7 @@ from pathlib import Path
 from _common import emit, peak_rss_mb
 
 from odds_pipeline.sources import simulator
-from odds_pipeline.store import LoadWriter, OddsStore
-
-
-def _insert_by_replacement_scan(self: LoadWriter, table: str, frame, columns: list[str]) -> None:
-    """The LoadWriter._insert proposed for store.py (see --proposed-store-fix)."""
-    if frame.empty:
-        return
-    incoming = frame  # noqa: F841 - read by DuckDB's replacement scan
-    cols = ", ".join(columns)
-    self.con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM incoming")
+from odds_pipeline.store import OddsStore
 
 
 def _cpu_seconds() -> float:
@@ -62,12 +53,6 @@ def main() -> None:
         "--validated", action="store_true", help="full runs through validate_candidates"
     )
     parser.add_argument("--no-prefetch", action="store_true", help="generate and insert in turn")
-    parser.add_argument(
-        "--proposed-store-fix",
-        action="store_true",
-        help="insert chunks by replacement scan instead of register/unregister (a registered "
-        "view keeps its DataFrame alive until COMMIT, so RSS grows with the whole load)",
-    )
     args = parser.parse_args()
 
     base = simulator.SimulatorConfig(batch_events=args.batch_events)
@@ -75,8 +60,6 @@ def main() -> None:
     cfg = replace(base, n_events=n_events)
     trusted, prefetch = not args.validated, not args.no_prefetch
     load_avg_start = os.getloadavg()[0]
-    if args.proposed_store_fix:
-        LoadWriter._insert = _insert_by_replacement_scan
 
     with _Clock() as gen:
         generated = sum(len(b.quotes) for b in simulator.iter_batches(cfg, trusted=trusted))
@@ -113,9 +96,6 @@ def main() -> None:
             "batch_events": cfg.batch_events,
             "path": "trusted" if trusted else "validated",
             "prefetch": prefetch,
-            "store_insert": "replacement scan (proposed)"
-            if args.proposed_store_fix
-            else "register/unregister (store.py as is)",
             "generate_seconds": round(gen.wall, 2),
             "generate_cpu_seconds": round(gen.cpu, 2),
             "generate_quotes_per_s": round(generated / gen.wall),

@@ -9,7 +9,7 @@ export ODDS_PIPELINE_HOME ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(ODDS_PIPELINE_HOME)/dagster_home
 PYTEST_ARGS ?=
 
-.PHONY: install run dev test lint format bench clean-state
+.PHONY: install run dev test lint format bench clean-state mlflow
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,5 +48,9 @@ format: $(STAMP)
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b; done
 
+mlflow: $(STAMP)
+	@echo "MLflow UI: http://127.0.0.1:5000  (store: $(ODDS_PIPELINE_HOME)/mlflow)"
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(ODDS_PIPELINE_HOME)/mlflow/mlflow.db --default-artifact-root $(ODDS_PIPELINE_HOME)/mlflow/artifacts --host 127.0.0.1 --port 5000
+
 clean-state:
-	rm -rf data/warehouse data/mlflow data/reports data/raw
+	rm -rf data/warehouse data/mlflow data/reports data/raw data/datasets data/optuna

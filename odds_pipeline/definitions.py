@@ -4,24 +4,39 @@ from __future__ import annotations
 
 import dagster as dg
 
+from odds_pipeline.defs.datasets import DATASET_ASSETS
 from odds_pipeline.defs.features import FEATURE_ASSETS, FEATURE_CHECKS
 from odds_pipeline.defs.ingestion import SOURCE_ASSETS, canonical_odds_tables, odds_api_live
 from odds_pipeline.defs.ingestion_checks import INGESTION_CHECKS
 from odds_pipeline.defs.jobs import (
     default_pipeline_job,
+    features_job,
+    ingestion_job,
     odds_api_live_job,
     odds_api_live_poll_schedule,
 )
 from odds_pipeline.defs.resources import WarehouseResource, default_odds_feed
+from odds_pipeline.defs.training import TRAINING_ASSETS, MlflowResource
 
 
 def build_definitions() -> dg.Definitions:
     return dg.Definitions(
-        assets=[*SOURCE_ASSETS, odds_api_live, canonical_odds_tables, *FEATURE_ASSETS],
+        assets=[
+            *SOURCE_ASSETS,
+            odds_api_live,
+            canonical_odds_tables,
+            *FEATURE_ASSETS,
+            *DATASET_ASSETS,
+            *TRAINING_ASSETS,
+        ],
         asset_checks=[*INGESTION_CHECKS, *FEATURE_CHECKS],
-        jobs=[default_pipeline_job, odds_api_live_job],
+        jobs=[default_pipeline_job, ingestion_job, features_job, odds_api_live_job],
         schedules=[odds_api_live_poll_schedule],
-        resources={"warehouse": WarehouseResource(), "odds_feed": default_odds_feed()},
+        resources={
+            "warehouse": WarehouseResource(),
+            "odds_feed": default_odds_feed(),
+            "mlflow": MlflowResource(),
+        },
     )
 
 

@@ -13,7 +13,7 @@ SMALL_SIM = {"ops": {"simulated_market": {"config": {"n_events": 12, "seed": 3}}
 
 def test_default_pipeline_computes_features_registry_and_online_view():
     with dg.instance_for_test() as instance:
-        result = defs.resolve_job_def("default_pipeline").execute_in_process(
+        result = defs.resolve_job_def("ingestion_and_features").execute_in_process(
             instance=instance, run_config=SMALL_SIM
         )
     assert result.success

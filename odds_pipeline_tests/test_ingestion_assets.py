@@ -18,7 +18,7 @@ TABLES = ("odds_quotes", "rejected_quotes", "events", "results", "loads")
 def run_default(
     instance: dg.DagsterInstance, run_config: dict | None = None, raise_on_error: bool = True
 ):
-    job = defs.resolve_job_def("default_pipeline")
+    job = defs.resolve_job_def("ingestion")
     return job.execute_in_process(
         instance=instance, run_config=run_config or SMALL_SIM, raise_on_error=raise_on_error
     )

@@ -124,6 +124,7 @@ def market_features(
     group_name=GROUP,
     owners=OWNERS,
     kinds={"duckdb"},
+    pool=WRITER_POOL,  # reads, but must not race a writer for DuckDB's file lock
     deps=[quote_features, market_features],
     description="Every feature's name, description, dtype, entity, group, version and owner, with freshness "
     "(latest observed_at, rows, null rate). A changed definition is a new version, never an edit in place.",

@@ -2,15 +2,35 @@
 
 import dagster as dg
 
+from .datasets import DATASET_ASSETS
 from .ingestion import CANONICAL_TABLES, SOURCE_ASSETS, odds_api_live
+from .training import CANDIDATE_ASSETS
 
-# Everything `make run` materializes: the bundled samples, the simulator, the canonical tables, features.
+# Everything `make run` materializes: samples, simulator, canonical tables, features, datasets, candidates.
 default_pipeline_job = dg.define_asset_job(
     name="default_pipeline",
     selection=dg.AssetSelection.assets(*SOURCE_ASSETS)
     | dg.AssetSelection.assets(*CANONICAL_TABLES)
+    | dg.AssetSelection.groups("features")
+    | dg.AssetSelection.assets(*DATASET_ASSETS, *CANDIDATE_ASSETS),
+    description="Ingest the bundled samples and the simulator, compute features, build datasets and "
+    "train both candidates (registered in MLflow with alias `challenger`). Tuning is opt-in.",
+)
+
+# Narrower jobs for engineers (and tests): refresh the store, or the store and its features.
+ingestion_job = dg.define_asset_job(
+    name="ingestion",
+    selection=dg.AssetSelection.assets(*SOURCE_ASSETS)
+    | dg.AssetSelection.assets(*CANONICAL_TABLES),
+    description="Ingest the configured files and the simulator into the canonical store.",
+)
+
+features_job = dg.define_asset_job(
+    name="ingestion_and_features",
+    selection=dg.AssetSelection.assets(*SOURCE_ASSETS)
+    | dg.AssetSelection.assets(*CANONICAL_TABLES)
     | dg.AssetSelection.groups("features"),
-    description="Ingest the bundled samples and the simulator, then compute features.",
+    description="Ingest, then recompute features, the registry and the online view.",
 )
 
 odds_api_live_job = dg.define_asset_job(

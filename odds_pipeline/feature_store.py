@@ -36,6 +36,17 @@ order key finds them. For the others (class B, late rows) the observation rule f
 order key along ``ingested_at``, found with an ASOF on ``ingested_at``. The answer is the
 larger of the two candidates. No OR is ever put inside an ASOF condition.
 
+Out of core. ``write_historical_features`` answers an entity set larger than memory: parquet
+file(s) (or a relation) streamed by DuckDB on a cursor and regrouped into Arrow tables of
+``chunk_rows`` rows, so Python holds one chunk and its answer at a time. Every chunk goes
+through the same per-view join as ``get_historical_features`` (``_answer``), inside the one
+transaction whose order-key ranges the packing relies on, and is appended as row groups to
+a single parquet file written under a temporary name and renamed at the end (all or
+nothing). Output rows keep the input order, checked on DuckDB's ``file_index`` and
+``file_row_number`` (a table's ``rowid``). Chunks reach DuckDB as relations
+(``from_arrow(...).query``), never ``register``-ed: inside a transaction DuckDB keeps each
+unregistered object alive until the transaction ends, which would keep every chunk.
+
 Output columns: the entity frame's columns unchanged, then one column per requested feature
 named after the feature's column (``implied_prob``); when the same column name is requested
 from two views, or clashes with an entity column, those features are named
@@ -48,16 +59,21 @@ fact, not a gap to fill from an older row.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from odds_pipeline.store import connect
 
@@ -82,6 +98,11 @@ _LOWEST = -(2**63) + 1
 
 _FLOAT_TYPES = {"DOUBLE", "FLOAT", "REAL"}
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Helper columns of a streamed entity chunk (never written out).
+_PIT_AS_OF = "__pit_as_of"
+_PIT_POS = "__pit_pos"
+
+_R = TypeVar("_R")
 
 
 def _q(name: str) -> str:
@@ -153,6 +174,45 @@ class _Order:
         parts = [f"{names[0]}: {cutoff_sql}"] + [f"{n}: NULL" for n in names[1:]]
         probe = "{" + ", ".join(parts) + "}" + f"::{self.struct_type}"
         return f"CASE WHEN {cutoff_sql} IS NOT NULL THEN {probe} END"
+
+
+# One view's part of a query: the view, its keys shared with the entities, the requested
+# columns, and its order key (read once per transaction).
+_Plan = tuple[FeatureView, list[str], list[str], _Order]
+
+
+@dataclass(frozen=True)
+class _Query:
+    """The validated time rules of one retrieval, shared by every chunk."""
+
+    knowledge: Knowledge
+    ttl_us: int | None
+    delay_us: int
+    with_times: bool
+
+    @classmethod
+    def make(
+        cls,
+        ttl: timedelta | None,
+        source_delay: timedelta,
+        knowledge: Knowledge,
+        chunk_rows: int,
+        with_times: bool,
+    ) -> _Query:
+        if knowledge not in ("observed", "ingested"):
+            raise ValueError(f"knowledge must be 'observed' or 'ingested', not {knowledge!r}")
+        if ttl is not None and ttl < timedelta(0):
+            raise ValueError("ttl must be >= 0")
+        if source_delay < timedelta(0):
+            raise ValueError("source_delay must be >= 0")
+        if chunk_rows < 1:
+            raise ValueError("chunk_rows must be >= 1")
+        return cls(
+            knowledge=knowledge,
+            ttl_us=None if ttl is None else _us(ttl),
+            delay_us=_us(source_delay),
+            with_times=with_times,
+        )
 
 
 class FeatureStore:
@@ -431,7 +491,7 @@ class FeatureStore:
         with_times: bool,
         semi_join: bool = True,
     ) -> str:
-        """One query answering the chunk registered as ``__pit_entity`` for one view.
+        """One query answering the chunk named ``__pit_entity`` for one view.
 
         Result: ``__row`` then the requested columns (and ``__o``/``__i`` of the row used
         when ``with_times``), one row per entity row, ordered by ``__row``.
@@ -582,39 +642,22 @@ class FeatureStore:
         ``entity_df`` holds ``as_of`` (tz-aware, or naive read as UTC) and any of the entity
         key columns; each view joins on the key columns it shares with the frame (NULL
         matches NULL). Rows with nothing qualifying get NULLs. The frame is processed
-        ``chunk_rows`` at a time so DuckDB's working memory stays bounded.
+        ``chunk_rows`` at a time so DuckDB's working memory stays bounded; for an entity
+        set that does not fit in memory use ``write_historical_features``.
         """
         if AS_OF not in entity_df.columns:
             raise ValueError(
                 f"entity_df needs an {AS_OF!r} column (the time each row asks at); "
                 f"it has {list(entity_df.columns)}"
             )
-        if knowledge not in ("observed", "ingested"):
-            raise ValueError(f"knowledge must be 'observed' or 'ingested', not {knowledge!r}")
-        if ttl is not None and ttl < timedelta(0):
-            raise ValueError("ttl must be >= 0")
-        if source_delay < timedelta(0):
-            raise ValueError("source_delay must be >= 0")
-        if chunk_rows < 1:
-            raise ValueError("chunk_rows must be >= 1")
+        query = _Query.make(ttl, source_delay, knowledge, chunk_rows, include_timestamps)
         wanted = self._resolve(features)
         names = self._output_names(wanted, entity_df.columns, full_feature_names)
         as_of = _as_utc(entity_df[AS_OF])
-        ttl_us = None if ttl is None else _us(ttl)
-        delay_us = _us(source_delay)
         n = len(entity_df)
         parts: list[pd.DataFrame] = []
         with self._connection() as con, _transaction(con, commit=False):
-            plans = []
-            for view_name, columns in wanted.items():
-                view = self.view(view_name)
-                keys = [k for k in view.keys if k in entity_df.columns]
-                if view.keys and not keys:
-                    raise ValueError(
-                        f"entity_df shares no key column with view {view_name!r} "
-                        f"(keys {list(view.keys)})"
-                    )
-                plans.append((view, keys, columns, self._order(con, view)))
+            plans = self._plans(con, wanted, entity_df.columns, "entity_df")
             for start in range(0, max(n, 1), chunk_rows):
                 stop = min(start + chunk_rows, n)
                 parts.append(
@@ -624,66 +667,200 @@ class FeatureStore:
                         as_of.iloc[start:stop],
                         plans,
                         names,
-                        knowledge=knowledge,
-                        ttl_us=ttl_us,
-                        delay_us=delay_us,
-                        include_timestamps=include_timestamps,
+                        query,
                     )
                 )
         result = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
         return _attach(entity_df, result)
+
+    def write_historical_features(
+        self,
+        entities: str | Path | Sequence[str | Path],
+        features: str | Sequence[str],
+        out_path: str | Path,
+        *,
+        ttl: timedelta | None = None,
+        source_delay: timedelta = timedelta(0),
+        knowledge: Knowledge = "observed",
+        chunk_rows: int = DEFAULT_CHUNK_ROWS,
+        full_feature_names: bool = False,
+        include_timestamps: bool = False,
+    ) -> dict[str, object]:
+        """``get_historical_features`` for an entity set larger than memory, into a parquet file.
+
+        ``entities`` is a parquet file, a directory of ``*.parquet`` files, a glob, a list
+        of those, or the name of a relation in the store's database (read as committed);
+        its ``as_of`` must be a timestamp (naive is UTC) or a date. It is streamed by
+        DuckDB and answered ``chunk_rows`` rows at a time by the same join as
+        ``get_historical_features`` (same answers, same columns), so only one chunk is ever
+        held in Python. ``out_path`` becomes one parquet file with the rows in input order
+        (files sorted by name, rows in file order; a relation in scan order). It is written
+        under a temporary name and renamed at the end: an existing file is replaced
+        atomically, and a failure leaves it (or its absence) untouched.
+
+        Returns ``{"path", "rows", "chunks", "seconds"}``.
+        """
+        started = time.perf_counter()
+        query = _Query.make(ttl, source_delay, knowledge, chunk_rows, include_timestamps)
+        wanted = self._resolve(features)
+        out_path = Path(out_path)
+        if out_path.is_dir():
+            raise IsADirectoryError(f"out_path {out_path} is a directory; name a parquet file")
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out_path.with_name(f".{out_path.name}.{uuid.uuid4().hex}.tmp")
+        rows = chunks = 0
+        with self._connection() as con, _transaction(con, commit=False):
+            source = _EntitySource.open(con, entities)
+            names = self._output_names(wanted, source.columns, full_feature_names)
+            plans = self._plans(con, wanted, source.columns, "entities")
+            # The scan streams on a cursor (its own connection): a query on `con` would end
+            # it. The joins stay on `con`, inside the one transaction that read the ranges.
+            cursor = con.cursor()
+            writer: pq.ParquetWriter | None = None
+            try:
+                for chunk in source.chunks(cursor, chunk_rows):
+                    table = self._chunk_arrow(con, chunk, source.columns, plans, names, query)
+                    if writer is None:
+                        writer = pq.ParquetWriter(tmp, table.schema)
+                    elif not table.schema.equals(writer.schema):
+                        table = table.cast(writer.schema)
+                    writer.write_table(table)
+                    rows += table.num_rows
+                    chunks += 1
+                if writer is not None:
+                    writer.close()
+                    writer = None
+                tmp.replace(out_path)
+            except BaseException:
+                if writer is not None:
+                    with suppress(Exception):
+                        writer.close()
+                tmp.unlink(missing_ok=True)
+                raise
+            finally:
+                cursor.close()
+        return {
+            "path": str(out_path),
+            "rows": rows,
+            "chunks": chunks,
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+
+    def _plans(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        wanted: dict[str, list[str]],
+        entity_columns: Sequence[str],
+        what: str,
+    ) -> list[_Plan]:
+        """Per view: the keys it shares with the entities and its order key, read once."""
+        plans = []
+        for view_name, columns in wanted.items():
+            view = self.view(view_name)
+            keys = [k for k in view.keys if k in entity_columns]
+            if view.keys and not keys:
+                raise ValueError(
+                    f"{what} shares no key column with view {view_name!r} (keys {list(view.keys)})"
+                )
+            plans.append((view, keys, columns, self._order(con, view)))
+        return plans
+
+    def _answer(
+        self,
+        probe: duckdb.DuckDBPyRelation,
+        n: int,
+        plans: list[_Plan],
+        query: _Query,
+        fetch: Callable[[duckdb.DuckDBPyRelation], _R],
+    ) -> list[tuple[FeatureView, list[str], _R]]:
+        """The join for one chunk, whatever holds it: one ASOF query per view.
+
+        ``probe`` (over pandas or Arrow, on the transaction's connection) has the shared key
+        columns, ``__as_of`` and ``__row`` (0..n-1); it is named ``__pit_entity`` for each
+        query only. ``con.register`` would do, but inside a transaction DuckDB keeps every
+        unregistered object alive until the end: all chunks would stay in memory.
+        Each result is ``fetch``-ed with ``__row`` then the columns, in entity order.
+        """
+        name = "__pit_entity"
+        max_t, min_t = probe.query(
+            name, f"SELECT max(epoch_us(__as_of)), min(epoch_us(__as_of)) FROM {name}"
+        ).fetchall()[0]
+        results = []
+        for view, keys, columns, order in plans:
+            sql = self._view_sql(
+                view,
+                keys,
+                columns,
+                order,
+                knowledge=query.knowledge,
+                ttl_us=query.ttl_us,
+                delay_us=query.delay_us,
+                bounds=(max_t, min_t),
+                with_times=query.with_times,
+                semi_join=n * _SEMI_JOIN_RATIO < order.rows,
+            )
+            res = fetch(probe.query(name, sql))
+            if len(res) != n:  # pragma: no cover - guards the one-row promise
+                raise RuntimeError(f"{view.name}: {len(res)} rows for {n} entities")
+            results.append((view, columns, res))
+        return results
 
     def _chunk(
         self,
         con: duckdb.DuckDBPyConnection,
         chunk: pd.DataFrame,
         as_of: pd.Series,
-        plans: list[tuple[FeatureView, list[str], list[str], _Order]],
+        plans: list[_Plan],
         names: dict[tuple[str, str], str],
-        *,
-        knowledge: Knowledge,
-        ttl_us: int | None,
-        delay_us: int,
-        include_timestamps: bool,
+        query: _Query,
     ) -> pd.DataFrame:
-        """Answer one chunk: register it once, one ASOF query per view, columns in order."""
+        """Answer one in-memory chunk as pandas columns, in request order."""
         key_cols = sorted({k for _, keys, _, _ in plans for k in keys})
         frame = pd.DataFrame({k: chunk[k].to_numpy() for k in key_cols})
         frame["__as_of"] = as_of.dt.tz_localize(None).to_numpy()  # naive UTC, µs kept
         frame["__row"] = np.arange(len(chunk), dtype=np.int64)
-        valid = as_of.dropna()
-        max_t = _to_us(valid.max()) if len(valid) else None
-        min_t = _to_us(valid.min()) if len(valid) else None
         out: dict[str, object] = {}
-        con.register("__pit_entity", frame)
-        try:
-            for view, keys, columns, order in plans:
-                sql = self._view_sql(
-                    view,
-                    keys,
-                    columns,
-                    order,
-                    knowledge=knowledge,
-                    ttl_us=ttl_us,
-                    delay_us=delay_us,
-                    bounds=(max_t, min_t),
-                    with_times=include_timestamps,
-                    semi_join=len(chunk) * _SEMI_JOIN_RATIO < order.rows,
-                )
-                res = con.execute(sql).df()
-                if len(res) != len(chunk):  # pragma: no cover - guards the one-row promise
-                    raise RuntimeError(f"{view.name}: {len(res)} rows for {len(chunk)} entities")
-                for c in columns:
-                    out[names[(view.name, c)]] = res[c].array
-                if include_timestamps:
-                    for what in ("observed", "ingested"):
-                        out[f"{view.name}__{what}_at"] = pd.to_datetime(
-                            res[f"__{what[0]}"], unit="us", utc=True
-                        ).array
-        finally:
-            with suppress(duckdb.TransactionException):  # keep the original error visible
-                con.unregister("__pit_entity")
+        answers = self._answer(con.from_df(frame), len(chunk), plans, query, _fetch_df)
+        for view, columns, res in answers:
+            for c in columns:
+                out[names[(view.name, c)]] = res[c].array
+            if query.with_times:
+                for what in ("observed", "ingested"):
+                    out[f"{view.name}__{what}_at"] = pd.to_datetime(
+                        res[f"__{what[0]}"], unit="us", utc=True
+                    ).array
         return pd.DataFrame(out, index=pd.RangeIndex(len(chunk)))
+
+    def _chunk_arrow(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        chunk: pa.Table,
+        entity_columns: Sequence[str],
+        plans: list[_Plan],
+        names: dict[tuple[str, str], str],
+        query: _Query,
+    ) -> pa.Table:
+        """Answer one streamed chunk: its entity columns, then the features, as Arrow."""
+        n = chunk.num_rows
+        key_cols = sorted({k for _, keys, _, _ in plans for k in keys})
+        probe = pa.table(
+            {
+                **{k: chunk[k] for k in key_cols},
+                "__as_of": chunk[_PIT_AS_OF],
+                "__row": pa.array(np.arange(n, dtype=np.int64)),
+            }
+        )
+        out = {c: chunk[c] for c in entity_columns}
+        answers = self._answer(con.from_arrow(probe), n, plans, query, _fetch_arrow)
+        for view, columns, res in answers:
+            for c in columns:
+                out[names[(view.name, c)]] = res[c]
+            if query.with_times:
+                for what in ("observed", "ingested"):
+                    out[f"{view.name}__{what}_at"] = pc.cast(
+                        res[f"__{what[0]}"], pa.timestamp("us", tz="UTC")
+                    )
+        return pa.table(out)
 
     # ------------------------------------------------------------------ online
     def materialize_online(self, view_name: str) -> int:
@@ -823,13 +1000,165 @@ def _transaction(con: duckdb.DuckDBPyConnection, *, commit: bool) -> Iterator[No
     con.execute("COMMIT" if commit else "ROLLBACK")
 
 
+def _fetch_df(rel: duckdb.DuckDBPyRelation) -> pd.DataFrame:
+    return rel.df()
+
+
+def _fetch_arrow(rel: duckdb.DuckDBPyRelation) -> pa.Table:
+    return rel.to_arrow_table()
+
+
+def _sql_str(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+@dataclass(frozen=True)
+class _EntitySource:
+    """An entity set too large for memory: a parquet scan or a relation, streamed by DuckDB."""
+
+    from_sql: str
+    columns: tuple[str, ...]
+    as_of_sql: str
+    pos_sql: str | None  # strictly increasing in the intended row order, when checkable
+
+    @classmethod
+    def open(
+        cls, con: duckdb.DuckDBPyConnection, entities: str | Path | Sequence[str | Path]
+    ) -> _EntitySource:
+        files = _parquet_files(con, entities)
+        if files is None:
+            from_sql = _relation(str(entities))
+            what = f"relation {entities!r}"
+        else:
+            from_sql = f"read_parquet([{', '.join(_sql_str(f) for f in files)}])"
+            what = f"parquet {files[0]!r}" + (
+                f" (+{len(files) - 1} files)" if len(files) > 1 else ""
+            )
+        try:
+            described = con.execute(f"DESCRIBE SELECT * FROM {from_sql}").fetchall()
+        except duckdb.Error as exc:
+            raise KeyError(f"entities: cannot read {what}: {exc}") from exc
+        types = {row[0]: str(row[1]) for row in described}
+        if AS_OF not in types:
+            raise ValueError(
+                f"entities need an {AS_OF!r} column (the time each row asks at); "
+                f"{what} has {list(types)}"
+            )
+        clash = [c for c in types if c in (_PIT_AS_OF, _PIT_POS)]
+        if clash:
+            raise ValueError(f"entities: column names {clash} are reserved")
+        as_of_type = types[AS_OF]
+        # any unit to µs (epoch_us takes no _NS types): zoned stays zoned, naive is UTC
+        if as_of_type.startswith("TIMESTAMPTZ") or "TIME ZONE" in as_of_type:
+            as_of_sql = f"CAST({_q(AS_OF)} AS TIMESTAMPTZ)"
+        elif as_of_type.startswith("TIMESTAMP") or as_of_type == "DATE":
+            as_of_sql = f"CAST({_q(AS_OF)} AS TIMESTAMP)"
+        else:  # strings would be parsed in the session's time zone: make the caller decide
+            raise ValueError(
+                f"entities: {AS_OF!r} is {as_of_type}; store it as TIMESTAMPTZ, or as a "
+                "naive TIMESTAMP in UTC"
+            )
+        pos_sql: str | None = None
+        if files is not None:
+            # DuckDB's virtual columns, unless the data shadows them
+            if not {"file_index", "file_row_number"} & set(types):
+                pos_sql = "(file_index::BIGINT << 40) + file_row_number"
+        else:
+            with suppress(duckdb.Error):
+                con.execute(f"SELECT rowid FROM {from_sql} LIMIT 0")
+                pos_sql = "rowid"
+        return cls(from_sql, tuple(types), as_of_sql, pos_sql)
+
+    def chunks(self, cursor: duckdb.DuckDBPyConnection, rows: int) -> Iterator[pa.Table]:
+        """Tables of ``rows`` entity rows (the last shorter; one empty table for no rows).
+
+        The scan streams in input order (DuckDB keeps insertion order for scans); that
+        order is checked on the row position rather than trusted.
+        """
+        cols = ", ".join(_q(c) for c in self.columns)
+        sql = (
+            f"SELECT {cols}, {self.as_of_sql} AS {_PIT_AS_OF}, "
+            f"{self.pos_sql or 'NULL::BIGINT'} AS {_PIT_POS} FROM {self.from_sql}"
+        )
+        reader = cursor.sql(sql).to_arrow_reader(min(rows, 1 << 20))
+        last = -1
+        empty = True
+        for table in _rechunk(reader, rows):
+            empty = False
+            if self.pos_sql is not None:
+                pos = table[_PIT_POS].to_numpy()
+                if pos[0] <= last or bool((np.diff(pos) <= 0).any()):
+                    raise RuntimeError(
+                        "entity rows arrived out of input order "
+                        "(is DuckDB's preserve_insertion_order off?)"
+                    )
+                last = int(pos[-1])
+            yield table
+        if empty:
+            yield reader.schema.empty_table()
+
+
+def _parquet_files(
+    con: duckdb.DuckDBPyConnection, entities: str | Path | Sequence[str | Path]
+) -> list[str] | None:
+    """The parquet files ``entities`` names, in order; None when it names a relation.
+
+    A string is a path when it exists, has a path separator or a glob character, or ends
+    in ``.parquet``; a directory stands for its ``*.parquet`` files. Each glob's matches
+    are sorted by name, so the row order of the output does not depend on the file system.
+    """
+    if isinstance(entities, str):
+        is_path = (
+            entities.lower().endswith(".parquet")
+            or any(ch in entities for ch in "/\\*?[")
+            or Path(entities).exists()
+        )
+        if not is_path:
+            return None
+        items: Sequence[str | Path] = [entities]
+    elif isinstance(entities, Path):
+        items = [entities]
+    else:
+        items = list(entities)
+        if not items:
+            raise ValueError("entities: no parquet files given")
+    files: list[str] = []
+    for item in items:
+        pattern = str(Path(item) / "*.parquet") if Path(item).is_dir() else str(item)
+        found = sorted(
+            row[0] for row in con.execute("SELECT file FROM glob(?)", [pattern]).fetchall()
+        )
+        if not found:
+            raise FileNotFoundError(f"entities: no parquet file matches {pattern!r}")
+        files += found
+    return files
+
+
+def _rechunk(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:
+    """Regroup a stream's batches (row-group sized) into tables of exactly ``rows`` rows."""
+    pending: list[pa.RecordBatch] = []
+    have = 0
+    for batch in batches:
+        if not batch.num_rows:
+            continue
+        pending.append(batch)
+        have += batch.num_rows
+        if have < rows:
+            continue
+        table = pa.Table.from_batches(pending)
+        start = 0
+        while have - start >= rows:
+            yield table.slice(start, rows)
+            start += rows
+        rest = table.slice(start)
+        pending, have = rest.to_batches(), rest.num_rows
+    if have:
+        yield pa.Table.from_batches(pending)
+
+
 def _as_utc(values: pd.Series) -> pd.Series:
     """``as_of`` as tz-aware UTC; naive datetimes (and strings without offset) are UTC."""
     try:
         return pd.to_datetime(values, utc=True)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"as_of could not be read as timestamps: {exc}") from exc
-
-
-def _to_us(ts: pd.Timestamp) -> int:
-    return int(ts.value // 1000)

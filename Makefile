@@ -28,7 +28,8 @@ run: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster job execute -m odds_pipeline.definitions -j default_pipeline
 	$(BIN)/odds-pipeline summary
 	@echo ""
-	@echo "Done. Open the Dagster UI with:  make dev   (then http://127.0.0.1:3000)"
+	@echo "Done. Dagster UI:  make dev     (then http://127.0.0.1:3000)"
+	@echo "      MLflow UI:  make mlflow  (then http://127.0.0.1:5000)"
 
 dev: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000

@@ -59,8 +59,29 @@ def _summary(args: argparse.Namespace) -> int:
             "SELECT reason, count(*) FROM rejected_quotes GROUP BY 1 ORDER BY 2 DESC"
         ).fetchall()
         out["rejected_reasons"] = {r: int(n) for r, n in reasons}
+    out["models"] = _registered_models()
     print(json.dumps(out, indent=2))
     return 0
+
+
+def _registered_models() -> dict[str, dict[str, str]]:
+    """Model versions behind the registry aliases (MLflow imported only here)."""
+    from odds_pipeline import paths
+
+    if not (paths.mlflow_dir() / "mlflow.db").exists():
+        return {}
+    from odds_pipeline import tracking
+
+    client = tracking._client()
+    models: dict[str, dict[str, str]] = {}
+    for name in (tracking.LSTM_MODEL_NAME, tracking.TRANSFORMER_MODEL_NAME):
+        for alias in (tracking.CHAMPION, tracking.CHALLENGER):
+            try:
+                version = client.get_model_version_by_alias(name, alias)
+            except Exception:  # alias or model not there yet
+                continue
+            models.setdefault(name, {})[alias] = f"version {version.version} (run {version.run_id})"
+    return models
 
 
 def build_parser() -> argparse.ArgumentParser:

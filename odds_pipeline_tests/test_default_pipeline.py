@@ -1,8 +1,11 @@
 """The job `make run` executes, end to end on the bundled samples, with tiny training settings."""
 
+import json
+
 import dagster as dg
 
 from odds_pipeline import tracking
+from odds_pipeline.cli import main
 from odds_pipeline.definitions import defs
 
 TINY = {
@@ -30,7 +33,7 @@ TINY = {
 }
 
 
-def test_default_pipeline_runs_end_to_end_and_registers_both_challengers():
+def test_default_pipeline_runs_end_to_end_and_registers_both_challengers(capsys):
     job = defs.resolve_job_def("default_pipeline")
     selected = {k.to_user_string() for k in job.asset_layer.selected_asset_keys}
     assert {"lstm_candidate", "transformer_candidate", "quote_features", "odds_quotes"} <= selected
@@ -50,3 +53,12 @@ def test_default_pipeline_runs_end_to_end_and_registers_both_challengers():
     client = tracking._client()
     for name in (tracking.LSTM_MODEL_NAME, tracking.TRANSFORMER_MODEL_NAME):
         assert client.get_model_version_by_alias(name, tracking.CHALLENGER)
+    # `make run` ends with this summary: what the warehouse holds and which versions are challengers.
+    capsys.readouterr()
+    assert main(["summary"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert set(summary["odds_quotes"]) == {"football_data", "odds_api", "sbr", "simulator"}
+    assert all(
+        "challenger" in summary["models"][name]
+        for name in (tracking.LSTM_MODEL_NAME, tracking.TRANSFORMER_MODEL_NAME)
+    )

@@ -178,23 +178,36 @@ class OddsStore:
             con.close()
 
     @contextmanager
-    def load(self, load_id: str, source: str) -> Iterator[LoadWriter]:
-        """Replace everything `load_id` wrote, atomically; chunks may be written in between."""
+    def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
         with self.connection() as con:
             con.execute("BEGIN TRANSACTION")
             try:
-                for table in TABLES:
-                    con.execute(f"DELETE FROM {table} WHERE load_id = ?", [load_id])
-                writer = LoadWriter(con, load_id, source)
-                yield writer
-                con.execute(
-                    "INSERT INTO loads VALUES (?, ?, ?, ?, ?)",
-                    [load_id, source, writer.prices_read, writer.accepted, writer.rejected],
-                )
+                yield con
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
                 raise
+
+    @staticmethod
+    @contextmanager
+    def _replacing(
+        con: duckdb.DuckDBPyConnection, load_id: str, source: str
+    ) -> Iterator[LoadWriter]:
+        """Inside an open transaction: forget what `load_id` wrote, take new chunks, record the load."""
+        for table in TABLES:
+            con.execute(f"DELETE FROM {table} WHERE load_id = ?", [load_id])
+        writer = LoadWriter(con, load_id, source)
+        yield writer
+        con.execute(
+            "INSERT INTO loads VALUES (?, ?, ?, ?, ?)",
+            [load_id, source, writer.prices_read, writer.accepted, writer.rejected],
+        )
+
+    @contextmanager
+    def load(self, load_id: str, source: str) -> Iterator[LoadWriter]:
+        """Replace everything `load_id` wrote, atomically; chunks may be written in between."""
+        with self._transaction() as con, self._replacing(con, load_id, source) as writer:
+            yield writer
 
     def replace_load(self, load_id: str, source: str, result: ParseResult) -> None:
         with self.load(load_id, source) as writer:
@@ -202,22 +215,10 @@ class OddsStore:
 
     def replace_loads(self, source: str, per_load: dict[str, ParseResult]) -> None:
         """Several loads (e.g. one per file) in one transaction: all land or none."""
-        with self.connection() as con:
-            con.execute("BEGIN TRANSACTION")
-            try:
-                for load_id, result in per_load.items():
-                    for table in TABLES:
-                        con.execute(f"DELETE FROM {table} WHERE load_id = ?", [load_id])
-                    writer = LoadWriter(con, load_id, source)
+        with self._transaction() as con:
+            for load_id, result in per_load.items():
+                with self._replacing(con, load_id, source) as writer:
                     writer.write(result)
-                    con.execute(
-                        "INSERT INTO loads VALUES (?, ?, ?, ?, ?)",
-                        [load_id, source, writer.prices_read, writer.accepted, writer.rejected],
-                    )
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
 
     def query(self, sql: str, params: list | None = None) -> pd.DataFrame:
         with self.connection(read_only=True) as con:

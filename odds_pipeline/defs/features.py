@@ -10,6 +10,8 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from odds_pipeline.features import SHARP_BOOKS
+
 from .resources import WarehouseResource
 
 GROUP = "features"
@@ -78,14 +80,7 @@ class MarketFeaturesConfig(dg.Config):
         default=24.0, description="A book's quote older than this is not used at t."
     )
     sharp_books: list[str] = Field(
-        default_factory=lambda: [
-            "pinnacle",
-            "circasports",
-            "lowvig",
-            "betfair_ex_eu",
-            "betfair_ex_uk",
-            "betfair",
-        ],
+        default_factory=lambda: list(SHARP_BOOKS),
         description="Books whose de-vigged price is the sharp probability (consensus when none quotes).",
     )
 

@@ -826,9 +826,11 @@ class FeatureStore:
                 out[names[(view.name, c)]] = res[c].array
             if query.with_times:
                 for what in ("observed", "ingested"):
-                    out[f"{view.name}__{what}_at"] = pd.to_datetime(
-                        res[f"__{what[0]}"], unit="us", utc=True
-                    ).array
+                    out[f"{view.name}__{what}_at"] = (
+                        pd.to_datetime(  # cache=False: pandas 2.3 cache breaks on Int64 with NA
+                            res[f"__{what[0]}"], unit="us", utc=True, cache=False
+                        ).array
+                    )
         return pd.DataFrame(out, index=pd.RangeIndex(len(chunk)))
 
     def _chunk_arrow(
@@ -961,7 +963,7 @@ class FeatureStore:
                         col = f"__{what}_us"
                         if col in res:
                             out[f"{view_name}__{what}_at"] = pd.to_datetime(
-                                res[col], unit="us", utc=True
+                                res[col], unit="us", utc=True, cache=False
                             ).to_numpy()
         return _attach(keys, pd.DataFrame(out))
 

@@ -493,3 +493,22 @@ def test_configs_validate():
     assert cfg.book_pairs == (("b", "a"),) and cfg.max_len == 16
     with pytest.raises(ValueError, match="unknown"):
         D.config_from_mapping(D.LstmSequenceConfig, {"nope": 1})
+
+
+def test_lstm_sequences_build_on_a_300_event_simulator(tmp_path):
+    """Regression: timestamps of rows without a feature value (Int64 with NA, many repeats)
+    made pandas' to_datetime cache raise "'indices' contains values less than allowed"."""
+    from odds_pipeline import datasets, features
+    from odds_pipeline.sources import simulator
+    from odds_pipeline.store import OddsStore
+
+    store = OddsStore(tmp_path / "w.duckdb")
+    cfg = simulator.SimulatorConfig(n_events=300, seed=7)
+    with store.load(cfg.load_id, simulator.SOURCE) as writer:
+        for batch in simulator.iter_batches(cfg, trusted=True):
+            writer.write(batch)
+    with store.connection() as con:
+        features.compute_quote_features(con)
+        features.compute_market_features(con)
+        ds = datasets.build_lstm_sequences(con, datasets.LstmSequenceConfig())
+    assert ds.x.shape[0] == 600 and ds.mask.any()

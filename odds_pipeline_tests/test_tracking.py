@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,21 +9,7 @@ import pytest
 
 from odds_pipeline import tracking, tuning
 
-
-@pytest.fixture(scope="module")
-def mlflow_db_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An empty, migrated MLflow DB: creating one costs ~3 s, copying it ~0."""
-    root = tmp_path_factory.mktemp("mlflow_template")
-    tracking._client(tracking.tracking_uri(root)).search_experiments()
-    return root / tracking.TRACKING_DB
-
-
-@pytest.fixture(autouse=True)
-def mlflow_store(isolated_state_home: Path, mlflow_db_template: Path) -> Path:
-    target = isolated_state_home / "mlflow"
-    target.mkdir(parents=True, exist_ok=True)
-    shutil.copy(mlflow_db_template, target / tracking.TRACKING_DB)
-    return target
+from .mlflow_fixtures import mlflow_db_template, mlflow_store  # noqa: F401  (fixtures)
 
 
 def _client():

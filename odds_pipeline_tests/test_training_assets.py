@@ -5,7 +5,6 @@ the real dataset keys (fast, and every branch reachable); one test runs the real
 simulator -> features -> datasets -> candidates on a tiny market.
 """
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +30,8 @@ from odds_pipeline.defs.training import (
     transformer_candidate,
 )
 
+from .mlflow_fixtures import mlflow_db_template, mlflow_store  # noqa: F401  (fixtures)
+
 T, F = 6, 3
 TINY_LSTM = {"epochs": 3, "hidden": 8, "num_layers": 1, "batch_size": 64, "device": "cpu"}
 TINY_PAIR = {
@@ -46,22 +47,6 @@ TINY_PAIR = {
 
 
 # ----------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def mlflow_db_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An empty, migrated MLflow DB: creating one costs ~3 s, copying it ~0."""
-    root = tmp_path_factory.mktemp("mlflow_template")
-    tracking._client(tracking.tracking_uri(root)).search_experiments()
-    return root / tracking.TRACKING_DB
-
-
-@pytest.fixture(autouse=True)
-def mlflow_store(isolated_state_home: Path, mlflow_db_template: Path) -> Path:
-    target = isolated_state_home / "mlflow"
-    target.mkdir(parents=True, exist_ok=True)
-    shutil.copy(mlflow_db_template, target / tracking.TRACKING_DB)
-    return target
 
 
 @pytest.fixture

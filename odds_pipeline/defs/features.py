@@ -12,6 +12,7 @@ from pydantic import Field
 
 from odds_pipeline.features import SHARP_BOOKS
 
+from .metadata import markdown_table
 from .resources import WarehouseResource
 
 GROUP = "features"
@@ -43,14 +44,6 @@ def _column_schema(group: str) -> dg.TableSchema:
     )
 
 
-def _preview(frame: pd.DataFrame, rows: int = 8) -> str:
-    head = frame.head(rows).astype(str)
-    cols = list(head.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(r) + " |" for r in head.itertuples(index=False)]
-    return "\n".join(lines)
-
-
 @dg.asset(
     group_name=GROUP,
     owners=OWNERS,
@@ -71,7 +64,7 @@ def quote_features(warehouse: WarehouseResource) -> dg.MaterializeResult:
             f"FROM {QUOTE_TABLE} ORDER BY observed_at DESC LIMIT 8"
         ).df()
     metadata["dagster/column_schema"] = _column_schema(QUOTE_TABLE)
-    metadata["preview"] = dg.MetadataValue.md(_preview(sample))
+    metadata["preview"] = dg.MetadataValue.md(markdown_table(sample, rows=8))
     return dg.MaterializeResult(metadata=metadata)
 
 
@@ -111,7 +104,9 @@ def market_features(
         sample = con.execute(f"SELECT * FROM {MARKET_TABLE} ORDER BY observed_at DESC LIMIT 8").df()
     metadata["rows_with_arbitrage"] = dg.MetadataValue.int(int(arbs[0]))
     metadata["dagster/column_schema"] = _column_schema(MARKET_TABLE)
-    metadata["preview"] = dg.MetadataValue.md(_preview(sample[[c for c in sample.columns][:9]]))
+    metadata["preview"] = dg.MetadataValue.md(
+        markdown_table(sample, list(sample.columns[:9]), rows=8)
+    )
     return dg.MaterializeResult(metadata=metadata)
 
 
@@ -145,7 +140,7 @@ def feature_registry(warehouse: WarehouseResource) -> dg.MaterializeResult:
     return dg.MaterializeResult(
         metadata={
             "features": dg.MetadataValue.int(len(registry)),
-            "registry": dg.MetadataValue.md(_preview(shown, rows=len(shown))),
+            "registry": dg.MetadataValue.md(markdown_table(shown, rows=len(shown))),
             "dagster/column_schema": dg.TableSchema(
                 columns=[
                     dg.TableColumn(

@@ -12,13 +12,13 @@ from contextlib import contextmanager
 from datetime import UTC
 
 import dagster as dg
-import pandas as pd
 from pydantic import Field
 
 from odds_pipeline.ingest import ingest_paths, relative_to_project
 from odds_pipeline.paths import state_home
 from odds_pipeline.quotes import ParseResult, SourceFormatError, combine
 
+from .metadata import markdown_table
 from .resources import OddsFeedResource, WarehouseResource
 
 GROUP = "ingestion"
@@ -56,15 +56,6 @@ def failing_clearly(source: str) -> Iterator[None]:
         ) from exc
 
 
-def _markdown_preview(frame: pd.DataFrame, columns: list[str]) -> str:
-    if frame.empty:
-        return "_no rows_"
-    head = frame[columns].head(PREVIEW_ROWS).astype(str)
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(row) + " |" for row in head.itertuples(index=False)]
-    return "\n".join(lines)
-
-
 def ingestion_metadata(result: ParseResult) -> dict[str, object]:
     summary = result.summary()
     return {
@@ -81,7 +72,7 @@ def ingestion_metadata(result: ParseResult) -> dict[str, object]:
         "unknown_columns": dg.MetadataValue.json(result.unknown_columns),
         "files": dg.MetadataValue.json([relative_to_project(f) for f in result.files]),
         "preview": dg.MetadataValue.md(
-            _markdown_preview(
+            markdown_table(
                 result.quotes,
                 ["event_id", "bookmaker", "market", "outcome", "point", "price", "observed_at"],
             )
@@ -388,7 +379,7 @@ def canonical_odds_tables(
                 )
             sample = con.execute(f"SELECT * FROM {table} LIMIT {PREVIEW_ROWS}").df()
             metadata["preview"] = dg.MetadataValue.md(
-                _markdown_preview(
+                markdown_table(
                     sample, [c for c in sample.columns if c not in ("raw", "load_id")][:8]
                 )
             )

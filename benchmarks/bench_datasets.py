@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 from _common import REPO_ROOT, SHARED_DATA, emit, peak_rss_mb
 
-from odds_pipeline import datasets as D
-from odds_pipeline import features as F
-from odds_pipeline.sources import football_data, load_id_for
-from odds_pipeline.sources.simulator import SimulatorConfig, generate
-from odds_pipeline.store import OddsStore
+from odds_pipeline.datasets import sequences as D
+from odds_pipeline.features import compute as F
+from odds_pipeline.ingestion.sources import football_data, load_id_for
+from odds_pipeline.ingestion.sources.simulator import SimulatorConfig, generate
+from odds_pipeline.ingestion.store import OddsStore
 
 
 def _features(store: OddsStore) -> dict[str, float]:

@@ -26,9 +26,10 @@ import numpy as np
 import pandas as pd
 from _common import SHARED_DATA, emit, peak_rss_mb
 
-from odds_pipeline import devig, store
-from odds_pipeline import features as F
-from odds_pipeline.odds_math import american_to_decimal_array
+from odds_pipeline.features import compute as F
+from odds_pipeline.ingestion import store
+from odds_pipeline.market import devig
+from odds_pipeline.market.odds_math import american_to_decimal_array
 
 BOOTSTRAP = 2000
 

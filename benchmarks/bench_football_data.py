@@ -15,8 +15,8 @@ from pathlib import Path
 
 from _common import SHARED_DATA, emit, peak_rss_mb
 
-from odds_pipeline.sources import football_data, load_id_for
-from odds_pipeline.store import OddsStore
+from odds_pipeline.ingestion.sources import football_data, load_id_for
+from odds_pipeline.ingestion.store import OddsStore
 
 
 def main() -> None:

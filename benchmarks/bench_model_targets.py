@@ -65,12 +65,12 @@ import numpy as np
 import pandas as pd
 from _common import SHARED_DATA, emit, peak_rss_mb
 
-from odds_pipeline import datasets as D
-from odds_pipeline import features as F
-from odds_pipeline.evaluation import binary_metrics
-from odds_pipeline.sources import football_data, load_id_for
-from odds_pipeline.sources.simulator import SimulatorConfig, generate
-from odds_pipeline.store import OddsStore
+from odds_pipeline.datasets import sequences as D
+from odds_pipeline.features import compute as F
+from odds_pipeline.ingestion.sources import football_data, load_id_for
+from odds_pipeline.ingestion.sources.simulator import SimulatorConfig, generate
+from odds_pipeline.ingestion.store import OddsStore
+from odds_pipeline.training.evaluation import binary_metrics
 
 PARTS = ("lstm-epl", "lstm-sim", "transformer-sim", "transformer-real", "determinism")
 LSTM_INPUTS = ("x", "mask")
@@ -193,8 +193,8 @@ def _train(kind: str, n_features: int, arrays: dict, args: argparse.Namespace, *
     """fit() with the part's model and TrainConfig; returns (TrainResult, test probabilities)."""
     import torch
 
-    from odds_pipeline.models import DualStreamArbTransformer, MaskedLSTM, count_parameters
-    from odds_pipeline.training import TrainConfig, fit, predict_proba
+    from odds_pipeline.training.loop import TrainConfig, fit, predict_proba
+    from odds_pipeline.training.models import DualStreamArbTransformer, MaskedLSTM, count_parameters
 
     if kind == "lstm":
 
@@ -533,7 +533,7 @@ def _bootstrap_auc_pr_diff(
     y: np.ndarray, p: np.ndarray, q: np.ndarray, events: np.ndarray, n: int = 200
 ) -> dict[str, Any]:
     """Event-level bootstrap of AUC-PR(model) - AUC-PR(rule) on the same resampled rows."""
-    from odds_pipeline.evaluation import average_precision
+    from odds_pipeline.training.evaluation import average_precision
 
     codes, inv = np.unique(events, return_inverse=True)
     members = np.split(np.argsort(inv, kind="stable"), np.cumsum(np.bincount(inv))[:-1])

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from _common import SHARED_DATA, emit, peak_rss_mb
 
-from odds_pipeline.sources import load_id_for, odds_api
-from odds_pipeline.store import OddsStore
+from odds_pipeline.ingestion.sources import load_id_for, odds_api
+from odds_pipeline.ingestion.store import OddsStore
 
 SNAPSHOTS = SHARED_DATA / "odds-api" / "snapshots"
 NFL = "nfl_2025-11-13_to_2025-11-18_all.jsonl.gz"

@@ -170,7 +170,7 @@ def _checksum(price, implied) -> dict:
 def run_store(workdir: Path, entities: str, knowledge: str) -> dict:
     import pandas as pd
 
-    from odds_pipeline.feature_store import FeatureStore
+    from odds_pipeline.features.feature_store import FeatureStore
 
     frame = pd.read_parquet(workdir / entities)
     rss_before = own_peak_rss_mb()
@@ -190,7 +190,7 @@ def run_store_out_of_core(workdir: Path, entities: str, chunk_rows: int = 250_00
     """Parquet in, parquet out, in chunks: the entity frame is never whole in Python."""
     import pyarrow.parquet as pq
 
-    from odds_pipeline.feature_store import FeatureStore
+    from odds_pipeline.features.feature_store import FeatureStore
 
     rss_before = own_peak_rss_mb()
     store = FeatureStore(workdir / "features.duckdb")

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from _common import SHARED_DATA, emit, peak_rss_mb, timer
 
-from odds_pipeline.sources import load_id_for, sbr
-from odds_pipeline.store import OddsStore
+from odds_pipeline.ingestion.sources import load_id_for, sbr
+from odds_pipeline.ingestion.store import OddsStore
 
 
 def main() -> None:

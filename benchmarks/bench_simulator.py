@@ -22,8 +22,8 @@ from pathlib import Path
 
 from _common import emit, peak_rss_mb
 
-from odds_pipeline.sources import simulator
-from odds_pipeline.store import OddsStore
+from odds_pipeline.ingestion.sources import simulator
+from odds_pipeline.ingestion.store import OddsStore
 
 
 def _cpu_seconds() -> float:

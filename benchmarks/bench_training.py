@@ -3,7 +3,7 @@
 Run: .venv/bin/python benchmarks/bench_training.py [--device cpu|cuda|mps] [--steps 200]
      [--warmup 20] [--threads N] [--no-amp] [--models lstm,transformer]
 
-Each step is the real training step of ``odds_pipeline.training.train_step`` (forward,
+Each step is the real training step of ``odds_pipeline.training.loop.train_step`` (forward,
 BCE-with-logits loss, backward, gradient clipping, AdamW step; bf16 autocast on CUDA
 unless --no-amp), with the default model sizes. Shapes: LSTM T=24, F=14, batch 256;
 transformer T=64, F=10 per book, batch 128. Masks carry gaps and short sequences like the
@@ -21,8 +21,8 @@ import time
 import torch
 from _common import emit, peak_rss_mb
 
-from odds_pipeline.models import DualStreamArbTransformer, MaskedLSTM, count_parameters
-from odds_pipeline.training import make_input_fn, seed_everything, select_device, train_step
+from odds_pipeline.training.loop import make_input_fn, seed_everything, select_device, train_step
+from odds_pipeline.training.models import DualStreamArbTransformer, MaskedLSTM, count_parameters
 
 SHAPES = {
     "lstm": {"T": 24, "F": 14, "batch": 256},

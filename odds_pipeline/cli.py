@@ -11,14 +11,14 @@ import argparse
 import json
 import sys
 
-from odds_pipeline.quotes import SourceFormatError, combine
+from odds_pipeline.market.quotes import SourceFormatError, combine
 
 EXIT_BAD_INPUT = 2
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from odds_pipeline.ingest import adapter
-    from odds_pipeline.sources import expand_paths
+    from odds_pipeline.ingestion.ingest import adapter
+    from odds_pipeline.ingestion.sources import expand_paths
 
     try:
         module = adapter(args.source)
@@ -36,8 +36,8 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _summary(args: argparse.Namespace) -> int:
+    from odds_pipeline.ingestion.store import OddsStore
     from odds_pipeline.paths import warehouse_path
-    from odds_pipeline.store import OddsStore
 
     path = warehouse_path()
     if not path.exists():
@@ -70,7 +70,7 @@ def _registered_models() -> dict[str, dict[str, str]]:
 
     if not (paths.mlflow_dir() / "mlflow.db").exists():
         return {}
-    from odds_pipeline import tracking
+    from odds_pipeline.training import tracking
 
     client = tracking._client()
     models: dict[str, dict[str, str]] = {}

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from odds_pipeline import tracking
+from odds_pipeline.training import tracking
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,9 @@ import json
 
 import dagster as dg
 
-from odds_pipeline import tracking
 from odds_pipeline.cli import main
 from odds_pipeline.definitions import defs
+from odds_pipeline.training import tracking
 
 TINY = {
     "ops": {

@@ -1,6 +1,6 @@
 """Group `datasets`: the two models' sequence datasets, built through the feature store.
 
-Logic lives in `odds_pipeline.datasets`; these assets build, split by commence time, save
+Logic lives in `odds_pipeline.datasets.sequences`; these assets build, split by commence time, save
 under ``<state>/datasets/<name>-<hash>/`` (named by content, so a rebuild of the same data
 is a no-op and a changed dataset never overwrites an older one) and report the manifest.
 The training assets read the exact folder the latest materialization recorded.
@@ -103,7 +103,7 @@ def _needs_features(name: str) -> Iterator[None]:
 
 
 def _dataclass_config(cls: type, values: dict[str, Any]) -> Any:
-    from odds_pipeline.datasets import config_from_mapping
+    from odds_pipeline.datasets.sequences import config_from_mapping
 
     try:
         return config_from_mapping(cls, values)
@@ -117,7 +117,7 @@ def _simulator_truth(context: dg.AssetExecutionContext) -> Any:
     The simulator is deterministic for a config, so the config of the latest
     `simulated_market` materialization reproduces exactly the truth behind those quotes.
     """
-    from odds_pipeline.sources import simulator
+    from odds_pipeline.ingestion.sources import simulator
 
     event = context.instance.get_latest_materialization_event(dg.AssetKey("simulated_market"))
     if event is None:
@@ -141,7 +141,7 @@ def _split(dataset: Any, config: _SplitConfig, leagues: Any = None) -> Any:
     """
     import numpy as np
 
-    from odds_pipeline.datasets import assign_splits
+    from odds_pipeline.datasets.sequences import assign_splits
 
     if config.split_by not in ("league", "global"):
         raise _fail(f"split_by must be 'league' or 'global', got {config.split_by!r}")
@@ -174,7 +174,7 @@ def _event_leagues(con: Any, event_ids: Any) -> Any:
 
 def _report(dataset: Any, context: dg.AssetExecutionContext) -> dg.MaterializeResult:
     """Save the dataset (named by hash) and describe it; an empty window fails clearly."""
-    from odds_pipeline.evaluation import table_to_markdown
+    from odds_pipeline.training.evaluation import table_to_markdown
 
     manifest = dataset.manifest()
     splits = manifest.get("splits", {})
@@ -236,7 +236,7 @@ def _report(dataset: Any, context: dg.AssetExecutionContext) -> dg.MaterializeRe
 def lstm_sequences(
     context: dg.AssetExecutionContext, config: LstmSequencesConfig, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
-    from odds_pipeline.datasets import LstmSequenceConfig, build_lstm_sequences
+    from odds_pipeline.datasets.sequences import LstmSequenceConfig, build_lstm_sequences
 
     values = config.model_dump(exclude={*SPLIT_FIELDS, "oracle"})
     values["leagues"] = values["leagues"] or None
@@ -262,8 +262,8 @@ def lstm_sequences(
 def arbitrage_pair_sequences(
     context: dg.AssetExecutionContext, config: PairSequencesConfig, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
-    from odds_pipeline.datasets import PairSequenceConfig, build_arbitrage_pair_sequences
-    from odds_pipeline.features import compute_pair_features
+    from odds_pipeline.datasets.sequences import PairSequenceConfig, build_arbitrage_pair_sequences
+    from odds_pipeline.features.compute import compute_pair_features
 
     values = config.model_dump(exclude=SPLIT_FIELDS)
     ds_config = _dataclass_config(PairSequenceConfig, values)
@@ -285,7 +285,7 @@ def load_materialized_dataset(
     """The dataset folder recorded by ``key``'s latest materialization, loaded and verified."""
     from pathlib import Path
 
-    from odds_pipeline.datasets import load_dataset
+    from odds_pipeline.datasets.sequences import load_dataset
 
     event = context.instance.get_latest_materialization_event(key)
     materialization = event.asset_materialization if event is not None else None

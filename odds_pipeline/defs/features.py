@@ -1,6 +1,6 @@
 """Group `features`: quote and market features computed in DuckDB, the registry, the online view.
 
-Logic lives in `odds_pipeline.features` (SQL) and `odds_pipeline.feature_store`
+Logic lives in `odds_pipeline.features.compute` (SQL) and `odds_pipeline.features.feature_store`
 (point-in-time and online retrieval); these assets only run it and report.
 """
 
@@ -10,7 +10,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from odds_pipeline.features import SHARP_BOOKS
+from odds_pipeline.features.compute import SHARP_BOOKS
 
 from .metadata import markdown_table
 from .resources import WarehouseResource
@@ -34,7 +34,7 @@ def _freshness_metadata(con, table: str) -> dict[str, object]:
 
 
 def _column_schema(group: str) -> dg.TableSchema:
-    from odds_pipeline.features import definitions_for
+    from odds_pipeline.features.compute import definitions_for
 
     return dg.TableSchema(
         columns=[
@@ -54,7 +54,7 @@ def _column_schema(group: str) -> dg.TableSchema:
     "the previous and the opening quote, time since the last change, hours to commence, time of day.",
 )
 def quote_features(warehouse: WarehouseResource) -> dg.MaterializeResult:
-    from odds_pipeline.features import QUOTE_TABLE, compute_quote_features
+    from odds_pipeline.features.compute import QUOTE_TABLE, compute_quote_features
 
     with warehouse.store().connection() as con:
         compute_quote_features(con)
@@ -91,7 +91,7 @@ class MarketFeaturesConfig(dg.Config):
 def market_features(
     config: MarketFeaturesConfig, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
-    from odds_pipeline.features import MARKET_TABLE, compute_market_features
+    from odds_pipeline.features.compute import MARKET_TABLE, compute_market_features
 
     with warehouse.store().connection() as con:
         compute_market_features(
@@ -120,7 +120,7 @@ def market_features(
     "(latest observed_at, rows, null rate). A changed definition is a new version, never an edit in place.",
 )
 def feature_registry(warehouse: WarehouseResource) -> dg.MaterializeResult:
-    from odds_pipeline.features import feature_registry_frame
+    from odds_pipeline.features.compute import feature_registry_frame
 
     with warehouse.store().connection(read_only=True) as con:
         registry = feature_registry_frame(con)
@@ -159,7 +159,7 @@ def feature_registry(warehouse: WarehouseResource) -> dg.MaterializeResult:
     description="No feature definition changed in place: changed SQL needs a version bump recorded in FEATURE_VERSIONS.",
 )
 def feature_versions_recorded() -> dg.AssetCheckResult:
-    from odds_pipeline.features import check_feature_versions
+    from odds_pipeline.features.compute import check_feature_versions
 
     problems = check_feature_versions()
     return dg.AssetCheckResult(
@@ -177,8 +177,8 @@ def feature_versions_recorded() -> dg.AssetCheckResult:
     "(read with FeatureStore.get_online_features).",
 )
 def online_features(warehouse: WarehouseResource) -> dg.MaterializeResult:
-    from odds_pipeline.feature_store import FeatureStore
-    from odds_pipeline.features import MARKET_TABLE, QUOTE_TABLE, view_specs
+    from odds_pipeline.features.compute import MARKET_TABLE, QUOTE_TABLE, view_specs
+    from odds_pipeline.features.feature_store import FeatureStore
 
     specs = view_specs()
     rows: dict[str, int] = {}

@@ -1,7 +1,7 @@
 """Group `ingestion`: one asset per odds source, the canonical tables they feed, their checks.
 
 Each asset is a thin wrapper: parse with the source's pure adapter
-(`odds_pipeline.sources.<source>`), write through `WarehouseResource`, report metadata.
+(`odds_pipeline.ingestion.sources.<source>`), write through `WarehouseResource`, report metadata.
 """
 
 import gzip
@@ -14,9 +14,9 @@ from datetime import UTC
 import dagster as dg
 from pydantic import Field
 
-from odds_pipeline.ingest import ingest_paths, relative_to_project
+from odds_pipeline.ingestion.ingest import ingest_paths, relative_to_project
+from odds_pipeline.market.quotes import ParseResult, SourceFormatError, combine
 from odds_pipeline.paths import state_home
-from odds_pipeline.quotes import ParseResult, SourceFormatError, combine
 
 from .metadata import markdown_table
 from .resources import OddsFeedResource, WarehouseResource
@@ -125,7 +125,7 @@ class OddsApiReplayConfig(FileSourceConfig):
 def football_data_odds(
     config: FootballDataConfig, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
-    from odds_pipeline.sources import football_data
+    from odds_pipeline.ingestion.sources import football_data
 
     with failing_clearly("football_data_odds"):
         result = ingest_paths(
@@ -148,7 +148,7 @@ def football_data_odds(
     description="NBA closing moneylines and results from sportsbookreviewsonline CSVs (rows paired by rotation number).",
 )
 def sbr_odds(config: SbrConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
-    from odds_pipeline.sources import sbr
+    from odds_pipeline.ingestion.sources import sbr
 
     with failing_clearly("sbr_odds"):
         result = ingest_paths(
@@ -171,7 +171,7 @@ def sbr_odds(config: SbrConfig, warehouse: WarehouseResource) -> dg.MaterializeR
 def odds_api_snapshots(
     config: OddsApiReplayConfig, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
-    from odds_pipeline.sources import odds_api
+    from odds_pipeline.ingestion.sources import odds_api
 
     with failing_clearly("odds_api_snapshots"):
         result = ingest_paths(
@@ -212,7 +212,7 @@ def odds_api_live(
     warehouse: WarehouseResource,
     odds_feed: OddsFeedResource,
 ) -> dg.MaterializeResult:
-    from odds_pipeline.sources import load_id_for, odds_api
+    from odds_pipeline.ingestion.sources import load_id_for, odds_api
 
     day = context.partition_key
     raw_dir = live_raw_dir(day)
@@ -276,7 +276,7 @@ class SimulatedMarketConfig(dg.Config):
 def simulated_market(
     config: SimulatedMarketConfig, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
-    from odds_pipeline.sources import simulator
+    from odds_pipeline.ingestion.sources import simulator
 
     sim_config = simulator.SimulatorConfig(
         seed=config.seed,

@@ -7,8 +7,8 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
+from odds_pipeline.ingestion.store import OddsStore
 from odds_pipeline.paths import PROJECT_ROOT, SAMPLES_DIR, warehouse_path
-from odds_pipeline.store import OddsStore
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -37,7 +37,7 @@ class OddsFeedResource(dg.ConfigurableResource):
     )
 
     @abstractmethod
-    def get_feed(self):  # -> odds_pipeline.sources.odds_api.OddsFeed
+    def get_feed(self):  # -> odds_pipeline.ingestion.sources.odds_api.OddsFeed
         ...
 
 
@@ -53,7 +53,7 @@ class LiveOddsApiResource(OddsFeedResource):
     odds_format: str = "american"
 
     def get_feed(self):
-        from odds_pipeline.sources.odds_api import OddsApiClient
+        from odds_pipeline.ingestion.sources.odds_api import OddsApiClient
 
         return OddsApiClient(
             api_key=self.api_key,
@@ -75,8 +75,8 @@ class ReplayOddsFeedResource(OddsFeedResource):
     )
 
     def get_feed(self):
-        from odds_pipeline.sources import expand_paths
-        from odds_pipeline.sources.odds_api import ReplayFeed
+        from odds_pipeline.ingestion.sources import expand_paths
+        from odds_pipeline.ingestion.sources.odds_api import ReplayFeed
 
         return ReplayFeed(expand_paths(self.paths, base=PROJECT_ROOT))
 

@@ -32,7 +32,7 @@ import dagster as dg
 import numpy as np
 from pydantic import Field
 
-from odds_pipeline import tracking
+from odds_pipeline.training import tracking
 
 from .datasets import arbitrage_pair_sequences, load_materialized_dataset, lstm_sequences
 
@@ -253,7 +253,7 @@ def _fail(description: str, **metadata: Any) -> dg.Failure:
 
 def prepare(dataset: Any, kind: str, label: str, path: str = "") -> Prepared:
     """Split (the dataset's own time split), check each window is usable, fit the scaler."""
-    from odds_pipeline.datasets import apply_scaler, fit_scaler
+    from odds_pipeline.datasets.sequences import apply_scaler, fit_scaler
 
     if label not in dataset.labels:
         raise _fail(f"label {label!r} not in the dataset (has {sorted(dataset.labels)})")
@@ -289,7 +289,7 @@ def model_factory(kind: str, n_features: int, params: dict[str, Any]) -> Callabl
     """A zero-argument factory (called by fit after seeding: reproducible initial weights)."""
 
     def build() -> Any:
-        from odds_pipeline.models import DualStreamArbTransformer, MaskedLSTM
+        from odds_pipeline.training.models import DualStreamArbTransformer, MaskedLSTM
 
         if kind == "lstm":
             return MaskedLSTM(
@@ -314,7 +314,7 @@ def model_factory(kind: str, n_features: int, params: dict[str, Any]) -> Callabl
 
 
 def train_config(params: dict[str, Any]) -> Any:
-    from odds_pipeline.training import TrainConfig
+    from odds_pipeline.training.loop import TrainConfig
 
     return TrainConfig(
         epochs=int(params["epochs"]),
@@ -331,7 +331,7 @@ def train_config(params: dict[str, Any]) -> Any:
 
 def check_device(device: str) -> str:
     """The device fit will use; an unavailable explicit choice is a config error, not a retry."""
-    from odds_pipeline.training import select_device
+    from odds_pipeline.training.loop import select_device
 
     try:
         return str(select_device(None if device == "auto" else device))
@@ -415,7 +415,7 @@ PAIR_RULES = {
 
 def comparisons(prepared: Prepared, p_model: np.ndarray) -> list[Comparison]:
     """The model and its baselines on the same test rows (one or two comparisons)."""
-    from odds_pipeline.evaluation import binary_metrics
+    from odds_pipeline.training.evaluation import binary_metrics
 
     test = prepared.raw["test"]
     meta = test.meta
@@ -482,7 +482,7 @@ def metrics_table(comparison: Comparison) -> dict[str, list[Any]]:
 
 def length_table(comparison: Comparison, edges: tuple[int, ...]) -> dict[str, list[Any]]:
     """Accuracy and Brier per sequence-length bucket, one column per forecast (wide)."""
-    from odds_pipeline.evaluation import length_buckets, metrics_by_group
+    from odds_pipeline.training.evaluation import length_buckets, metrics_by_group
 
     long = metrics_by_group(
         comparison.y, comparison.forecasts, length_buckets(comparison.seq_len, edges)
@@ -509,7 +509,7 @@ def log_evaluation(
 
     import mlflow
 
-    from odds_pipeline import evaluation
+    from odds_pipeline.training import evaluation
 
     tables: dict[str, str] = {}
     with tempfile.TemporaryDirectory(prefix="odds-eval-") as tmp:
@@ -568,7 +568,7 @@ def _resolve_params(
     params = config.model_dump()
     source = "config"
     if config.use_tuned_params:
-        from odds_pipeline import tuning
+        from odds_pipeline.training import tuning
 
         best = tuning.best_params(config.study_name)
         if best is not None:
@@ -603,7 +603,7 @@ def train_candidate(
     label: str,
 ) -> dg.MaterializeResult:
     """Everything a candidate asset does; the two assets differ only in kind and config."""
-    from odds_pipeline import training
+    from odds_pipeline.training import loop as training
 
     experiment = LSTM_EXPERIMENT if kind == "lstm" else TRANSFORMER_EXPERIMENT
     model_name = tracking.LSTM_MODEL_NAME if kind == "lstm" else tracking.TRANSFORMER_MODEL_NAME
@@ -781,7 +781,8 @@ def run_tuning(
     fixed: dict[str, Any],
 ) -> dg.MaterializeResult:
     """One tuning session: more trials in the persistent study, each a nested MLflow run."""
-    from odds_pipeline import evaluation, training, tuning
+    from odds_pipeline.training import evaluation, tuning
+    from odds_pipeline.training import loop as training
 
     experiment = LSTM_EXPERIMENT if kind == "lstm" else TRANSFORMER_EXPERIMENT
     check_device(config.device)
@@ -858,7 +859,7 @@ def run_tuning(
             tracking.log_params({f"best.{k}": v for k, v in (summary.best_params or {}).items()})
         mlflow_log_json({"trials.json": summary.trials_table})
 
-    from odds_pipeline.evaluation import table_to_markdown
+    from odds_pipeline.training.evaluation import table_to_markdown
 
     metadata: dict[str, Any] = {
         "study_name": dg.MetadataValue.text(summary.study_name),

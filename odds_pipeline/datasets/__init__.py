@@ -1,0 +1,1 @@
+"""Sequence datasets built through the point-in-time store: builders, time splits, scaling."""

@@ -1,0 +1,1 @@
+"""Odds arithmetic, de-vig methods and the canonical quote contract with its validator (no I/O)."""

@@ -1,0 +1,1 @@
+"""Model kinds, torch models, the training loop, tuning, evaluation and MLflow tracking."""

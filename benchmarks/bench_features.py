@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 from _common import SHARED_DATA, emit, peak_rss_mb
 
+from odds_pipeline import warehouse
 from odds_pipeline.features import compute as F
 from odds_pipeline.ingestion import store
 from odds_pipeline.market import devig
@@ -130,7 +131,7 @@ def feature_throughput() -> dict[str, object]:
         raise SystemExit(f"no change logs under {SHARED_DATA / 'odds-api' / 'changes'}")
     out: dict[str, object] = {"files": [f.name for f in files]}
     with tempfile.TemporaryDirectory() as tmp:
-        con = store.connect(Path(tmp) / "features.duckdb")
+        con = warehouse.connect(Path(tmp) / "features.duckdb")
         store.ensure_schema(con)
 
         def timed(label: str, fn) -> int:

@@ -65,6 +65,7 @@ import numpy as np
 import pandas as pd
 from _common import SHARED_DATA, emit, peak_rss_mb
 
+from odds_pipeline.datasets import scaling as S
 from odds_pipeline.datasets import sequences as D
 from odds_pipeline.features import compute as F
 from odds_pipeline.ingestion.sources import football_data, load_id_for
@@ -171,8 +172,8 @@ def _split(
 
 
 def _scaled(splits: dict[str, D.SequenceDataset], label: str | None = None) -> dict:
-    scaler = D.fit_scaler(splits["train"])
-    return {s: D.apply_scaler(d, scaler).to_arrays(label) for s, d in splits.items()}
+    scaler = S.fit_scaler(splits["train"])
+    return {s: S.apply_scaler(d, scaler).to_arrays(label) for s, d in splits.items()}
 
 
 def _split_summary(splits: dict[str, D.SequenceDataset], label: str | None = None) -> dict:

@@ -62,7 +62,7 @@ noise of 1/p1 + 1/p2 on two-decimal prices. Classical baselines per sample in me
 last ``slope_steps`` steps.
 
 Splits (`assign_splits`, `split_by_time`) are by event commence time (fractions of events
-or explicit cut dates); an event never straddles splits. `fit_scaler` uses real steps of
+or explicit cut dates); an event never straddles splits. `scaling.fit_scaler` uses real steps of
 the train split only; `apply_scaler` standardises, then NaN and padding become 0.
 """
 
@@ -92,8 +92,8 @@ from odds_pipeline.features.compute import (
     view_specs,
 )
 from odds_pipeline.features.feature_store import FeatureStore, Knowledge
-from odds_pipeline.ingestion.store import connect
 from odds_pipeline.paths import state_home
+from odds_pipeline.warehouse import connect
 
 __all__ = [
     "MARKET_TYPE_IDS",
@@ -101,15 +101,12 @@ __all__ = [
     "SPLITS",
     "LstmSequenceConfig",
     "PairSequenceConfig",
-    "Scaler",
     "SequenceDataset",
-    "apply_scaler",
     "assign_splits",
     "build_arbitrage_pair_sequences",
     "build_lstm_sequences",
     "config_from_mapping",
     "datasets_dir",
-    "fit_scaler",
     "load_dataset",
     "split_by_time",
 ]
@@ -1149,85 +1146,3 @@ def split_by_time(
 ) -> dict[str, SequenceDataset]:
     """{"train", "validation", "test"} datasets ordered by commence time (`assign_splits`)."""
     return assign_splits(dataset, fractions, cuts=cuts).splits()
-
-
-# --------------------------------------------------------------------------- scaling
-
-
-@dataclass
-class Scaler:
-    """Per-channel mean/std of each value array, fit on real steps of the train split."""
-
-    feature_names: list[str]
-    mean: dict[str, list[float]]
-    std: dict[str, list[float]]
-    fit_steps: int
-    fit_hash: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Scaler:
-        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
-
-    @classmethod
-    def from_json(cls, text: str) -> Scaler:
-        return cls.from_dict(json.loads(text))
-
-    def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.write_text(self.to_json())
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> Scaler:
-        return cls.from_json(Path(path).read_text())
-
-
-def fit_scaler(train: SequenceDataset) -> Scaler:
-    """Mean and std per channel over the real (mask True) steps of ``train``, NaN ignored.
-
-    Constant or empty channels get std 1 (and mean 0 when empty) so scaling is always finite.
-    """
-    mean: dict[str, list[float]] = {}
-    std: dict[str, list[float]] = {}
-    steps = int(train.mask.sum())
-    for key, arr in train.feature_arrays.items():
-        real = arr[train.mask].astype(np.float64)  # [n_real, F]
-        finite = np.isfinite(real)
-        n = finite.sum(axis=0)
-        safe = np.where(finite, real, 0.0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mu = safe.sum(axis=0) / n
-            var = (np.where(finite, real - mu, 0.0) ** 2).sum(axis=0) / n
-        mu = np.where(n > 0, mu, 0.0)
-        sd = np.sqrt(np.where(n > 0, var, 1.0))
-        sd = np.where(np.isfinite(sd) & (sd > 1e-12), sd, 1.0)
-        mean[key] = [float(m) for m in mu]
-        std[key] = [float(s) for s in sd]
-    return Scaler(
-        feature_names=list(train.feature_names),
-        mean=mean,
-        std=std,
-        fit_steps=steps,
-        fit_hash=train.content_hash(),
-    )
-
-
-def apply_scaler(dataset: SequenceDataset, scaler: Scaler) -> SequenceDataset:
-    """A copy with every value array standardised; NaN and padded steps become 0 (the mean)."""
-    if list(scaler.feature_names) != list(dataset.feature_names):
-        raise ValueError("scaler was fit on other features than this dataset's")
-    out = dataset.subset(np.arange(len(dataset)))
-    m = dataset.mask[..., None]
-    for key, arr in dataset.feature_arrays.items():
-        mu = np.asarray(scaler.mean[key], dtype=np.float64)
-        sd = np.asarray(scaler.std[key], dtype=np.float64)
-        z = (arr.astype(np.float64) - mu) / sd
-        z = np.where(np.isfinite(z) & m, z, 0.0).astype(np.float32)
-        setattr(out, key, z)
-    return out

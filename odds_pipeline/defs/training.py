@@ -253,7 +253,7 @@ def _fail(description: str, **metadata: Any) -> dg.Failure:
 
 def prepare(dataset: Any, kind: str, label: str, path: str = "") -> Prepared:
     """Split (the dataset's own time split), check each window is usable, fit the scaler."""
-    from odds_pipeline.datasets.sequences import apply_scaler, fit_scaler
+    from odds_pipeline.datasets.scaling import apply_scaler, fit_scaler
 
     if label not in dataset.labels:
         raise _fail(f"label {label!r} not in the dataset (has {sorted(dataset.labels)})")

@@ -33,8 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -44,6 +43,7 @@ import pandas as pd
 
 from odds_pipeline.market.devig import DEFAULT_METHOD, METHODS, Method, devig_sql, devig_value_sql
 from odds_pipeline.market.quotes import MARKETS
+from odds_pipeline.warehouse import sql_string, table_exists, transaction
 
 SHARP_BOOKS: tuple[str, ...] = (
     "pinnacle",
@@ -763,24 +763,10 @@ def _select_list(group: str) -> str:
     return ",\n    ".join(f"{d.sql} AS {d.name}" for d in definitions_for(group))
 
 
-def _sql_str(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 def _interval(ttl: timedelta | None) -> str:
     if ttl is None:
         return "INTERVAL '1000000 days'"  # no TTL: every earlier quote qualifies
     return f"INTERVAL '{int(ttl.total_seconds() * 1_000_000)} microseconds'"
-
-
-def _table_exists(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    return bool(
-        con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = ? "
-            "AND table_schema = 'main'",
-            [name],
-        ).fetchone()[0]
-    )
 
 
 def _prepare_scope(
@@ -808,24 +794,8 @@ def _scope_filter(partial: bool, column: str = "event_id") -> str:
     return f"AND {column} IN (SELECT event_id FROM {_EVENTS_SCOPE})" if partial else ""
 
 
-@contextmanager
-def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
-    """All tables of one compute land together; joins a caller's open transaction."""
-    try:
-        con.execute("BEGIN TRANSACTION")
-    except duckdb.TransactionException:
-        yield
-        return
-    try:
-        yield
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-
-
 def _write(con: duckdb.DuckDBPyConnection, table: str, select_sql: str, partial: bool) -> None:
-    if partial and _table_exists(con, table):
+    if partial and table_exists(con, table):
         con.execute(f"DELETE FROM {table} WHERE event_id IN (SELECT event_id FROM {_EVENTS_SCOPE})")
         con.execute(f"INSERT INTO {table} BY NAME {select_sql}")
     else:
@@ -849,7 +819,7 @@ def compute_quote_features(
     """
     partial = _prepare_scope(con, event_ids, where)
     scope = _scope_filter(partial)
-    with _transaction(con):
+    with transaction(con):
         con.execute(
             "CREATE OR REPLACE TEMP TABLE _fs_keys AS "
             + KEYS_SQL.format(source="odds_quotes", scope=scope)
@@ -879,11 +849,11 @@ def _drop_temp(con: duckdb.DuckDBPyConnection, *names: str) -> None:
 def _prepare_market_input(
     con: duckdb.DuckDBPyConnection, partial: bool, books: Sequence[str] | None = None
 ) -> None:
-    if not _table_exists(con, STATE_TABLE):
+    if not table_exists(con, STATE_TABLE):
         raise RuntimeError(f"{STATE_TABLE} is missing: run compute_quote_features first")
     scope = _scope_filter(partial)
     if books is not None:
-        scope += f" AND bookmaker IN ({', '.join(_sql_str(b) for b in books)})"
+        scope += f" AND bookmaker IN ({', '.join(sql_string(b) for b in books)})"
     con.execute(
         "CREATE OR REPLACE TEMP TABLE _fs_keys AS "
         + KEYS_SQL.format(source=STATE_TABLE, scope=scope)
@@ -898,7 +868,7 @@ def _prepare_market_input(
 def _market_state(*, ttl: timedelta | None, sharp_books: Sequence[str], method: Method) -> str:
     if method not in METHODS:
         raise ValueError(f"unknown de-vig method {method!r}; expected one of {METHODS}")
-    sharp = ", ".join(_sql_str(b) for b in sharp_books) or "NULL"
+    sharp = ", ".join(sql_string(b) for b in sharp_books) or "NULL"
     return MARKET_STATE_SQL.format(ttl=_interval(ttl), method=method, sharp=sharp)
 
 
@@ -919,7 +889,7 @@ def compute_market_features(
     """
     partial = _prepare_scope(con, event_ids, where)
     state = _market_state(ttl=ttl, sharp_books=sharp_books, method=devig_method)
-    with _transaction(con):
+    with transaction(con):
         _prepare_market_input(con, partial)
         sql = MARKET_AGG_SQL.format(state=state, features=_select_list(MARKET_TABLE))
         _write(con, MARKET_TABLE, sql, partial)
@@ -947,7 +917,7 @@ def compute_pair_features(
     partial = _prepare_scope(con, event_ids, where)
     books = None if book_a is None else [book_a, book_b]
     state = _market_state(ttl=ttl, sharp_books=(), method=DEFAULT_METHOD)
-    with _transaction(con):
+    with transaction(con):
         _prepare_market_input(con, partial, books)
         sql = PAIR_SQL.format(state=state, features=_select_list(PAIR_TABLE))
         _write(con, PAIR_TABLE, sql, partial)
@@ -989,7 +959,7 @@ def load_odds_api_change_log(
         INSERT INTO odds_quotes (source, load_id, event_id, bookmaker, market, outcome,
             outcome_name, point, price, observed_at, ingested_at, in_play, last_update,
             source_file, source_record)
-        SELECT {_sql_str(source)}, {_sql_str(source)} || ':' || parse_filename(filename),
+        SELECT {sql_string(source)}, {sql_string(source)} || ':' || parse_filename(filename),
             event_id, bookmaker, market, side, outcome,
             CASE WHEN market = 'h2h' THEN NULL ELSE point END, decimal, snap, snap,
             snap >= commence, market_last_update::TIMESTAMPTZ, filename, NULL
@@ -1003,9 +973,9 @@ def load_odds_api_change_log(
         f"""
         INSERT OR REPLACE INTO events (event_id, source, sport, league, season, commence_time,
             home_team, away_team, load_id)
-        SELECT event_id, {_sql_str(source)}, any_value(sport_key), any_value(sport_key), NULL,
+        SELECT event_id, {sql_string(source)}, any_value(sport_key), any_value(sport_key), NULL,
             arg_max(commence, snap), arg_max(home_team, snap), arg_max(away_team, snap),
-            {_sql_str(source)}
+            {sql_string(source)}
         FROM _fs_changes GROUP BY event_id
         """
     )

@@ -75,7 +75,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from odds_pipeline.ingestion.store import connect
+from odds_pipeline.warehouse import connect, transaction
 
 KEY_COLUMNS: tuple[str, ...] = ("event_id", "bookmaker", "market", "outcome", "point")
 AS_OF = "as_of"
@@ -656,7 +656,7 @@ class FeatureStore:
         as_of = _as_utc(entity_df[AS_OF])
         n = len(entity_df)
         parts: list[pd.DataFrame] = []
-        with self._connection() as con, _transaction(con, commit=False):
+        with self._connection() as con, transaction(con, commit=False):
             plans = self._plans(con, wanted, entity_df.columns, "entity_df")
             for start in range(0, max(n, 1), chunk_rows):
                 stop = min(start + chunk_rows, n)
@@ -709,7 +709,7 @@ class FeatureStore:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = out_path.with_name(f".{out_path.name}.{uuid.uuid4().hex}.tmp")
         rows = chunks = 0
-        with self._connection() as con, _transaction(con, commit=False):
+        with self._connection() as con, transaction(con, commit=False):
             source = _EntitySource.open(con, entities)
             names = self._output_names(wanted, source.columns, full_feature_names)
             plans = self._plans(con, wanted, source.columns, "entities")
@@ -893,7 +893,7 @@ class FeatureStore:
             group = f" GROUP BY {', '.join(keys)}" if keys else ""
             select_keys = ", ".join(keys) + ", " if keys else ""
             table = _q(view.online_table)
-            with _transaction(con, commit=True):
+            with transaction(con, commit=True):
                 con.execute(
                     f"CREATE OR REPLACE TABLE {table} AS "
                     f"SELECT {select_keys}{aggs} FROM ({base}){group}"
@@ -980,26 +980,6 @@ def _attach(frame: pd.DataFrame, extra: pd.DataFrame) -> pd.DataFrame:
     out = pd.concat([frame.reset_index(drop=True), extra.reset_index(drop=True)], axis=1)
     out.index = frame.index
     return out
-
-
-@contextmanager
-def _transaction(con: duckdb.DuckDBPyConnection, *, commit: bool) -> Iterator[None]:
-    """One transaction around the block (commit or roll back), unless one is already open.
-
-    Reads use it so the order-key ranges read first hold for every chunk's join; the
-    online rebuild uses it so readers see the old table or the new one, never neither.
-    """
-    try:
-        con.execute("BEGIN TRANSACTION")
-    except duckdb.TransactionException:  # the caller's transaction: leave it to them
-        yield
-        return
-    try:
-        yield
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    con.execute("COMMIT" if commit else "ROLLBACK")
 
 
 def _fetch_df(rel: duckdb.DuckDBPyRelation) -> pd.DataFrame:

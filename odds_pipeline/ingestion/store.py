@@ -8,7 +8,6 @@ re-materializing never duplicates and a failure leaves the previous state intact
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +22,9 @@ from odds_pipeline.market.quotes import (
     RESULT_COLUMNS,
     ParseResult,
 )
+from odds_pipeline.warehouse import connect, transaction
+
+__all__ = ["OddsStore", "LoadWriter", "ensure_schema"]
 
 SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS odds_quotes (
@@ -85,25 +87,6 @@ CREATE TABLE IF NOT EXISTS loads (
 """
 
 TABLES = ("odds_quotes", "rejected_quotes", "events", "results", "loads")
-
-
-def connect(
-    path: str | Path, *, read_only: bool = False, retries: int = 20, wait_s: float = 0.25
-) -> duckdb.DuckDBPyConnection:
-    """Open the warehouse in UTC; readers retry briefly while a writer holds the lock."""
-    path = Path(path)
-    if not read_only:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    last_error: Exception | None = None
-    for _ in range(max(1, retries)):
-        try:
-            con = duckdb.connect(str(path), read_only=read_only)
-            con.execute("SET TimeZone='UTC'")
-            return con
-        except duckdb.IOException as exc:  # lock held by another process
-            last_error = exc
-            time.sleep(wait_s)
-    raise RuntimeError(f"could not open DuckDB warehouse {path}: {last_error}") from last_error
 
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
@@ -179,14 +162,8 @@ class OddsStore:
 
     @contextmanager
     def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        with self.connection() as con:
-            con.execute("BEGIN TRANSACTION")
-            try:
-                yield con
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
+        with self.connection() as con, transaction(con):
+            yield con
 
     @staticmethod
     @contextmanager

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from odds_pipeline.datasets.scaling import zscore
 from odds_pipeline.paths import PROJECT_ROOT, mlflow_dir
 
 if TYPE_CHECKING:
@@ -102,7 +103,12 @@ PROVENANCE_PACKAGES = (
 # MLflow limits: param values 6000 chars, tag values 8000 chars.
 _MAX_PARAM_CHARS = 6000
 # What a logged model carries of odds_pipeline (relative to the package): all it imports.
-SERVED_MODULES = ("paths.py", "training/models.py", "training/tracking.py")
+SERVED_MODULES = (
+    "paths.py",
+    "datasets/scaling.py",
+    "training/models.py",
+    "training/tracking.py",
+)
 
 
 # --------------------------------------------------------------------------- store setup
@@ -471,13 +477,10 @@ class SequenceScorer:
         return cls(model, spec)
 
     def _scale(self, key: str, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """Training's ``apply_scaler``: z-score, then non-finite values and padding -> 0."""
-        z = x.astype(np.float64)
-        if self.spec.scaler is not None:
-            mean = np.asarray(self.spec.scaler["mean"][key], dtype=np.float64)
-            std = np.asarray(self.spec.scaler["std"][key], dtype=np.float64)
-            z = (z - mean) / np.where(std > 0, std, 1.0)
-        return np.where(np.isfinite(z) & mask[..., None], z, 0.0).astype(np.float32)
+        """Training's ``apply_scaler`` (the same ``zscore``); no scaler = already scaled."""
+        if self.spec.scaler is None:
+            return zscore(x, 0.0, 1.0, mask)
+        return zscore(x, self.spec.scaler["mean"][key], self.spec.scaler["std"][key], mask)
 
     def predict(self, packed: Any) -> np.ndarray:
         """P(label = 1) as float32 [N] for a packed [N, T, C] float32 array."""

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from odds_pipeline.datasets import scaling as S
 from odds_pipeline.datasets import sequences as D
 from odds_pipeline.features.compute import (
     LSTM_FEATURES,
@@ -346,16 +347,16 @@ def test_splits_are_time_ordered_and_disjoint_by_event(sim):
 def test_scaler_fits_real_train_steps_and_round_trips(sim):
     for ds in (sim["lstm"], sim["pairs"]):
         parts = D.split_by_time(ds)
-        scaler = D.fit_scaler(parts["train"])
+        scaler = S.fit_scaler(parts["train"])
         key, arr = next(iter(parts["train"].feature_arrays.items()))
         real = arr[parts["train"].mask].astype(np.float64)
         np.testing.assert_allclose(scaler.mean[key], np.nanmean(real, axis=0), rtol=1e-6)
-        again = D.Scaler.from_json(scaler.to_json())
+        again = S.Scaler.from_json(scaler.to_json())
         assert again == scaler and json.loads(scaler.to_json())["fit_steps"] > 0
-        scaled = D.apply_scaler(parts["test"], again)
+        scaled = S.apply_scaler(parts["test"], again)
         for z in scaled.feature_arrays.values():
             assert np.isfinite(z).all() and (z[~scaled.mask] == 0).all()
-        z = D.apply_scaler(parts["train"], scaler).feature_arrays[key][parts["train"].mask]
+        z = S.apply_scaler(parts["train"], scaler).feature_arrays[key][parts["train"].mask]
         finite = np.isfinite(real)
         means = [z[finite[:, f], f].mean() for f in range(z.shape[1]) if finite[:, f].any()]
         np.testing.assert_allclose(means, 0.0, atol=1e-4)
@@ -368,8 +369,8 @@ def test_changing_test_data_does_not_change_the_scaler(sim):
     edited = ds.subset(np.arange(len(ds)))
     edited.x = ds.x.copy()
     edited.x[test] = edited.x[test] * 3.0 + 7.0
-    assert D.fit_scaler(edited.splits()["train"]) == D.fit_scaler(ds.splits()["train"])
-    assert D.fit_scaler(edited.splits()["test"]) != D.fit_scaler(ds.splits()["test"])
+    assert S.fit_scaler(edited.splits()["train"]) == S.fit_scaler(ds.splits()["train"])
+    assert S.fit_scaler(edited.splits()["test"]) != S.fit_scaler(ds.splits()["test"])
 
 
 # --------------------------------------------------------------------------- identity, files
@@ -459,7 +460,7 @@ def test_football_data_short_mostly_masked_sequences(football):
     np.testing.assert_allclose(carried.x[first.to_numpy(), -1, k], [4.05, 2.05], rtol=1e-6)
     # scaling works with mostly masked data
     parts = D.split_by_time(ds, (0.5, 0.25, 0.25))
-    scaled = D.apply_scaler(ds, D.fit_scaler(parts["train"]))
+    scaled = S.apply_scaler(ds, S.fit_scaler(parts["train"]))
     assert np.isfinite(scaled.x).all()
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from odds_pipeline import warehouse
 from odds_pipeline.features import compute as F
 from odds_pipeline.ingestion import store
 from odds_pipeline_tests.conftest import SHARED_DATA, needs_shared_data
@@ -97,7 +98,7 @@ def insert(con, quotes, events=()) -> None:
 
 @pytest.fixture()
 def con(tmp_path: Path):
-    connection = store.connect(tmp_path / "features.duckdb")
+    connection = warehouse.connect(tmp_path / "features.duckdb")
     store.ensure_schema(connection)
     insert(connection, QUOTES, EVENTS)
     F.compute_quote_features(connection)
@@ -327,7 +328,7 @@ def test_ttl_drops_stale_quotes(con):
 
 
 def test_market_row_waits_for_late_inputs(tmp_path):
-    con = store.connect(tmp_path / "late.duckdb")
+    con = warehouse.connect(tmp_path / "late.duckdb")
     store.ensure_schema(con)
     late = [
         q(E1, "pinnacle", "h2h", "home", 1.90, 12),
@@ -343,7 +344,7 @@ def test_market_row_waits_for_late_inputs(tmp_path):
 
 
 def test_empty_store_gives_empty_tables(tmp_path):
-    con = store.connect(tmp_path / "empty.duckdb")
+    con = warehouse.connect(tmp_path / "empty.duckdb")
     store.ensure_schema(con)
     assert F.compute_quote_features(con) == 0
     assert F.compute_market_features(con) == 0
@@ -495,7 +496,7 @@ def wnba(tmp_path_factory):
     path = SHARED_DATA / "odds-api" / "changes" / "wnba_changes.parquet"
     if not path.exists():
         pytest.skip(f"real change log not found at {path}")
-    con = store.connect(tmp_path_factory.mktemp("wnba") / "wnba.duckdb")
+    con = warehouse.connect(tmp_path_factory.mktemp("wnba") / "wnba.duckdb")
     store.ensure_schema(con)
     F.load_odds_api_change_log(con, [path])
     F.compute_quote_features(con)

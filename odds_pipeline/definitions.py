@@ -15,8 +15,9 @@ from odds_pipeline.defs.jobs import (
     odds_api_live_job,
     odds_api_live_poll_schedule,
 )
-from odds_pipeline.defs.resources import WarehouseResource, default_odds_feed
-from odds_pipeline.defs.training import TRAINING_ASSETS, MlflowResource
+from odds_pipeline.defs.resources import MlflowResource, WarehouseResource, default_odds_feed
+from odds_pipeline.defs.training import CANDIDATE_ASSETS
+from odds_pipeline.defs.tuning import TUNING_ASSETS
 
 
 def build_definitions() -> dg.Definitions:
@@ -27,7 +28,8 @@ def build_definitions() -> dg.Definitions:
             canonical_odds_tables,
             *FEATURE_ASSETS,
             *DATASET_ASSETS,
-            *TRAINING_ASSETS,
+            *TUNING_ASSETS,
+            *CANDIDATE_ASSETS,
         ],
         asset_checks=[*INGESTION_CHECKS, *FEATURE_CHECKS],
         jobs=[default_pipeline_job, ingestion_job, features_job, odds_api_live_job],

@@ -1,14 +1,30 @@
-"""Resources: the DuckDB warehouse and the odds feed (live client or saved-response replay)."""
+"""Resources: the DuckDB warehouse, the odds feed (live client or saved-response replay), MLflow.
+
+MLflow resource: ours (`MlflowResource`), not dagster-mlflow's `mlflow_tracking` and
+`end_mlflow_on_run_finished` hook. That resource keeps one MLflow run open across a whole
+Dagster run and relies on the hook to end it when the job's *last op* succeeds or a step
+fails; an asset materialized from the UI, a sensor or `materialize()` outside a job that
+carries the hook, or a run whose last step is skipped, leaves it RUNNING, and it imports
+mlflow when the code location loads. Ours scopes each MLflow run to the asset body
+(try/finally: FINISHED or FAILED, also on a Dagster termination), ends anything left
+open at resource teardown, and at setup marks KILLED the runs of Dagster runs that have
+finished (a process killed hard).
+"""
 
 import os
+import sys
 from abc import abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
 from odds_pipeline.ingestion.store import OddsStore
 from odds_pipeline.paths import PROJECT_ROOT, SAMPLES_DIR, warehouse_path
+from odds_pipeline.training import tracking
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -87,3 +103,82 @@ def default_odds_feed() -> OddsFeedResource:
     if mode == "live":
         return LiveOddsApiResource(api_key=dg.EnvVar("ODDS_API_KEY"))
     return ReplayOddsFeedResource()
+
+
+class MlflowResource(dg.ConfigurableResource):
+    """MLflow tracking for the training assets: runs that always end, links for the UI.
+
+    See the module docstring for why this is ours rather than dagster-mlflow's.
+    """
+
+    tracking_uri: str = Field(
+        default="",
+        description="MLflow tracking URI; empty = sqlite:///<state>/mlflow/mlflow.db (absolute).",
+    )
+    ui_url: str = Field(
+        default="http://127.0.0.1:5000",
+        description="Base URL of the MLflow UI (`make mlflow`) for links in asset metadata.",
+    )
+
+    def uri(self) -> str:
+        return self.tracking_uri or tracking.tracking_uri()
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Close MLflow runs that a hard-killed Dagster run left RUNNING (never fails a run)."""
+        instance = context.instance
+        if instance is None:
+            return
+
+        def is_finished(run_id: str) -> bool:
+            run = instance.get_run_by_id(run_id)
+            return run is not None and run.is_finished
+
+        try:
+            closed = tracking.close_orphaned_runs(is_finished, self.uri())
+        except Exception as exc:  # tracking store trouble surfaces in the asset itself
+            context.log.warning(f"could not check for orphaned MLflow runs: {exc}")
+            return
+        if closed:
+            context.log.warning(f"closed {len(closed)} orphaned MLflow run(s): {closed}")
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        """Safety net: nothing this process started stays RUNNING after the step."""
+        if "mlflow" not in sys.modules:
+            return
+        ended = tracking.end_active_runs("FAILED")
+        if ended:
+            context.log.warning(f"ended MLflow run(s) left open: {ended}")
+
+    @contextmanager
+    def start_run(
+        self,
+        context: dg.AssetExecutionContext,
+        experiment: str,
+        run_name: str | None = None,
+        *,
+        nested: bool = False,
+        tags: dict[str, Any] | None = None,
+        finished_on: tuple[type[BaseException], ...] = (),
+    ) -> Iterator[Any]:
+        """A tracked run tagged with the Dagster run, job and asset that started it."""
+        dagster_tags = {
+            tracking.DAGSTER_RUN_TAG: context.run.run_id,
+            "dagster.job": context.run.job_name,
+            "dagster.asset": context.asset_key.to_user_string(),
+        }
+        with tracking.tracked_run(
+            experiment,
+            run_name or context.asset_key.to_user_string(),
+            nested=nested,
+            tags={**dagster_tags, **(tags or {})},
+            description=f"Dagster run {context.run.run_id} ({context.run.job_name})",
+            finished_on=finished_on,
+            uri=self.uri(),
+        ) as run:
+            yield run
+
+    def run_url(self, run: Any) -> str:
+        return f"{self.ui_url.rstrip('/')}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+
+    def model_url(self, name: str, version: str | int) -> str:
+        return f"{self.ui_url.rstrip('/')}/#/models/{name}/versions/{version}"

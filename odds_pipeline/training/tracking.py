@@ -10,15 +10,9 @@ Layout (DESIGN §5): tracking store ``sqlite:///<state>/mlflow/mlflow.db`` (abso
 artifacts in ``<state>/mlflow/artifacts/<experiment>``; registry aliases ``champion`` and
 ``challenger``, never stages.
 
-Serving contract (one input tensor, float32, raw unscaled features; NaN on a real step
-means "no value", as in the datasets; padded steps are ignored):
-
-- ``lstm``: ``[N, T, F + 1]`` = the F features, then the mask (1 = real step, 0 = none).
-- ``pair``: ``[N, T, 2F + 2]`` = book A's F features, book B's F features, the mask, then
-  the market-type index (read from step 0).
-
-The logged model applies the training scaler itself and returns P(label = 1) as float32
-``[N]``. ``pack_lstm_input`` / ``pack_pair_input`` build that array from a dataset.
+Serving contract: one float32 input tensor per kind, laid out as `training.kinds` says;
+the logged model applies the training scaler itself and returns P(label = 1) as float32
+``[N]``. ``ModelKind.pack`` builds that array from a dataset.
 
 ``mlflow`` and ``torch`` are imported inside functions: the code location must load fast.
 """
@@ -44,6 +38,13 @@ import numpy as np
 
 from odds_pipeline.datasets.scaling import zscore
 from odds_pipeline.paths import PROJECT_ROOT, mlflow_dir
+from odds_pipeline.training.kinds import (
+    LSTM_MODEL_NAME,
+    TRANSFORMER_MODEL_NAME,
+    kind_of,
+    pack_lstm_input,
+    pack_pair_input,
+)
 
 if TYPE_CHECKING:
     import mlflow
@@ -84,8 +85,6 @@ log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-LSTM_MODEL_NAME = "odds-lstm"
-TRANSFORMER_MODEL_NAME = "arb-transformer"
 TRACKING_DB = "mlflow.db"
 ARTIFACTS_DIR = "artifacts"
 # Tag linking an MLflow run to the Dagster run that started it (used to close orphans).
@@ -106,6 +105,7 @@ _MAX_PARAM_CHARS = 6000
 SERVED_MODULES = (
     "paths.py",
     "datasets/scaling.py",
+    "training/kinds.py",
     "training/models.py",
     "training/tracking.py",
 )
@@ -388,39 +388,14 @@ def provenance_params(dataset_hash: str | None = None) -> dict[str, str]:
 # --------------------------------------------------------------------------- serving
 
 
-def _real_steps_only(x: Any, m: np.ndarray) -> np.ndarray:
-    """Padded steps -> 0; NaN on real steps is kept (it means 'no value', as in training)."""
-    return np.where(m, np.asarray(x, dtype=np.float32), np.float32(0.0)).astype(np.float32)
-
-
-def pack_lstm_input(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """[N, T, F] raw features + [N, T] mask -> the one float32 array the LSTM model serves on."""
-    m = np.asarray(mask, dtype=bool)[..., None]
-    return np.concatenate([_real_steps_only(x, m), m.astype(np.float32)], axis=-1)
-
-
-def pack_pair_input(
-    x_a: np.ndarray, x_b: np.ndarray, mask: np.ndarray, market_type: np.ndarray
-) -> np.ndarray:
-    """Two books' raw [N, T, F] + mask + market type -> the transformer's one float32 array."""
-    m = np.asarray(mask, dtype=bool)[..., None]
-    market = np.broadcast_to(
-        np.asarray(market_type, dtype=np.float32).reshape(-1, 1, 1), m.shape
-    ).astype(np.float32)
-    return np.concatenate(
-        [_real_steps_only(x_a, m), _real_steps_only(x_b, m), m.astype(np.float32), market],
-        axis=-1,
-    )
-
-
 @dataclass
 class ServingSpec:
     """Everything needed to rebuild and feed a logged model (saved as ``spec.json``).
 
     ``scaler``: the training scaler (``datasets.Scaler.to_dict()``: per value array
-    ``mean`` / ``std`` lists keyed "x" or "x_a"/"x_b"), applied to raw features inside the
-    model exactly as in training: standardise, then NaN and padded steps become 0.
-    None = inputs are already scaled. ``kind``: "lstm" or "pair" (dual-stream transformer).
+    ``mean`` / ``std`` lists keyed by the kind's value arrays), applied to raw features inside
+    the model exactly as in training: standardise, then NaN and padded steps become 0.
+    None = inputs are already scaled. ``kind``: a key of ``training.kinds.KINDS``.
     """
 
     kind: str
@@ -438,7 +413,7 @@ class ServingSpec:
 
     @property
     def n_channels(self) -> int:
-        return self.n_features + 1 if self.kind == "lstm" else 2 * self.n_features + 2
+        return kind_of(self.kind).channels(self.n_features)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, default=_json_default)
@@ -476,50 +451,32 @@ class SequenceScorer:
         model.load_state_dict(state)
         return cls(model, spec)
 
-    def _scale(self, key: str, x: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """Training's ``apply_scaler`` (the same ``zscore``); no scaler = already scaled."""
-        if self.spec.scaler is None:
-            return zscore(x, 0.0, 1.0, mask)
-        return zscore(x, self.spec.scaler["mean"][key], self.spec.scaler["std"][key], mask)
-
     def predict(self, packed: Any) -> np.ndarray:
         """P(label = 1) as float32 [N] for a packed [N, T, C] float32 array."""
         import torch
 
+        kind = kind_of(self.spec.kind)
         array = np.asarray(packed, dtype=np.float32)
         if array.ndim != 3 or array.shape[-1] != self.spec.n_channels:
             raise ValueError(
                 f"expected a float32 array [N, T, {self.spec.n_channels}] "
                 f"({self.spec.kind} layout), got shape {array.shape}"
             )
-        f = self.spec.n_features
-        mask = array[..., -1 if self.spec.kind == "lstm" else 2 * f] > 0.5
+        values, mask, other = kind.unpack(array, self.spec.n_features)
+        scaler = self.spec.scaler
+        inputs: dict[str, np.ndarray] = {"mask": mask, **other}
+        for key, x in values.items():
+            # Training's apply_scaler (the same zscore); no scaler = already scaled.
+            mean, std = (scaler["mean"][key], scaler["std"][key]) if scaler else (0.0, 1.0)
+            inputs[key] = zscore(x, mean, std, mask)
         with torch.no_grad():
-            if self.spec.kind == "lstm":
-                x = self._scale("x", array[..., :f], mask)
-                logits = self.model(torch.from_numpy(x), torch.from_numpy(mask))
-            else:
-                x_a = self._scale("x_a", array[..., :f], mask)
-                x_b = self._scale("x_b", array[..., f : 2 * f], mask)
-                market = np.rint(np.nan_to_num(array[:, 0, 2 * f + 1])).astype(np.int64)
-                logits = self.model(
-                    torch.from_numpy(x_a),
-                    torch.from_numpy(x_b),
-                    torch.from_numpy(mask),
-                    torch.from_numpy(market),
-                )
+            logits = self.model(*(torch.from_numpy(inputs[k]) for k in kind.input_keys))
         return torch.sigmoid(logits.float()).numpy().astype(np.float32)
 
 
 def build_model(spec: ServingSpec) -> Any:
     """A fresh (untrained) module of the spec's kind and hyper-parameters."""
-    from odds_pipeline.training.models import DualStreamArbTransformer, MaskedLSTM
-
-    if spec.kind == "lstm":
-        return MaskedLSTM(**spec.hparams)
-    if spec.kind == "pair":
-        return DualStreamArbTransformer(**spec.hparams)
-    raise ValueError(f"unknown model kind {spec.kind!r} (expected 'lstm' or 'pair')")
+    return kind_of(spec.kind).network_from_hparams(spec.hparams)
 
 
 @functools.cache

@@ -19,22 +19,20 @@ from typing import TYPE_CHECKING, Any
 
 from odds_pipeline.paths import state_home
 from odds_pipeline.training import tracking
+from odds_pipeline.training.kinds import kind_of
 
 if TYPE_CHECKING:
     import optuna
 
 __all__ = [
     "OBJECTIVE",
-    "SEARCH_SPACES",
     "TuningSummary",
     "best_params",
     "find_study",
     "load_or_create_study",
-    "lstm_search_space",
     "pruning_callback",
     "run_study",
     "storage_url",
-    "transformer_search_space",
 ]
 
 log = logging.getLogger(__name__)
@@ -133,41 +131,6 @@ def best_params(name: str, storage: str | None = None) -> tuple[dict[str, Any], 
     return dict(best.params), best.number, float(best.value)
 
 
-def lstm_search_space(trial: optuna.Trial) -> dict[str, Any]:
-    """Small on purpose: the default data is a few thousand sequences."""
-    return {
-        "hidden": trial.suggest_categorical("hidden", [16, 32, 64]),
-        "num_layers": trial.suggest_int("num_layers", 1, 2),
-        "dropout": trial.suggest_float("dropout", 0.0, 0.4),
-        "lr": trial.suggest_float("lr", 3e-4, 1e-2, log=True),
-        "weight_decay": trial.suggest_float("weight_decay", 1e-4, 1e-1, log=True),
-        "batch_size": trial.suggest_categorical("batch_size", [64, 128, 256]),
-    }
-
-
-def transformer_search_space(trial: optuna.Trial) -> dict[str, Any]:
-    """Width, depth and where cross-attention starts; compute grows with d_model * ff_mult."""
-    n_layers = trial.suggest_int("n_layers", 1, 3)
-    return {
-        "d_model": trial.suggest_categorical("d_model", [16, 32, 64]),
-        "n_heads": trial.suggest_categorical("n_heads", [2, 4]),
-        "n_layers": n_layers,
-        # 0 = cross-attention from the first layer; clipped so it never exceeds n_layers.
-        "cross_from_layer": min(trial.suggest_int("cross_from_layer", 0, 1), n_layers),
-        "ff_mult": trial.suggest_categorical("ff_mult", [1, 2, 4]),
-        "dropout": trial.suggest_float("dropout", 0.0, 0.3),
-        "lr": trial.suggest_float("lr", 3e-4, 3e-3, log=True),
-        "weight_decay": trial.suggest_float("weight_decay", 1e-4, 1e-1, log=True),
-        "batch_size": trial.suggest_categorical("batch_size", [64, 128, 256]),
-    }
-
-
-SEARCH_SPACES: dict[str, Callable[[Any], dict[str, Any]]] = {
-    "lstm": lstm_search_space,
-    "pair": transformer_search_space,
-}
-
-
 def pruning_callback(
     trial: optuna.Trial, metric: str = "val_loss"
 ) -> Callable[[int, dict[str, float]], None]:
@@ -226,7 +189,7 @@ def run_study(
     import mlflow
     import optuna
 
-    space = SEARCH_SPACES[kind]
+    space = kind_of(kind).search_space
     before = len(study.trials)
 
     def trial_objective(trial: optuna.Trial) -> float:

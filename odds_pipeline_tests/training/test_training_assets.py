@@ -21,13 +21,9 @@ from odds_pipeline.defs.datasets import (
     PairSequencesConfig,
     _report,
 )
-from odds_pipeline.defs.training import (
-    TRAINING_ASSETS,
-    MlflowResource,
-    lstm_candidate,
-    lstm_tuning,
-    transformer_candidate,
-)
+from odds_pipeline.defs.resources import MlflowResource
+from odds_pipeline.defs.training import CANDIDATE_ASSETS, lstm_candidate, transformer_candidate
+from odds_pipeline.defs.tuning import TUNING_ASSETS, lstm_tuning
 from odds_pipeline.training import tracking, tuning
 from odds_pipeline_tests.mlflow_fixtures import mlflow_db_template, mlflow_store  # noqa: F401  (fixtures)
 
@@ -162,7 +158,7 @@ def _defs() -> dg.Definitions:
         selection=dg.AssetSelection.assets(*stubs, lstm_candidate, transformer_candidate),
     )
     return dg.Definitions(
-        assets=[*stubs, *TRAINING_ASSETS],
+        assets=[*stubs, *TUNING_ASSETS, *CANDIDATE_ASSETS],
         jobs=[job],
         resources={"mlflow": MlflowResource()},
     )
@@ -390,7 +386,7 @@ def test_resource_teardown_ends_runs_an_asset_left_open(instance):
 
 def test_training_definitions_load_without_heavy_imports():
     code = (
-        "import sys; import odds_pipeline.defs.training, odds_pipeline.defs.datasets; "
+        "import sys; import odds_pipeline.defs.training, odds_pipeline.defs.tuning, odds_pipeline.defs.datasets; "
         "print([m for m in ('torch', 'mlflow', 'optuna', 'sklearn') if m in sys.modules])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -401,13 +397,13 @@ def test_assets_sit_in_their_groups_and_pools():
     from odds_pipeline.defs.resources import WarehouseResource
 
     defs = dg.Definitions(
-        assets=[*DATASET_ASSETS, *TRAINING_ASSETS],
+        assets=[*DATASET_ASSETS, *TUNING_ASSETS, *CANDIDATE_ASSETS],
         resources={"warehouse": WarehouseResource(), "mlflow": MlflowResource()},
     )
     graph = defs.resolve_asset_graph()
     for asset in DATASET_ASSETS:
         assert graph.get(asset.key).group_name == "datasets"
-    for asset in TRAINING_ASSETS:
+    for asset in [*TUNING_ASSETS, *CANDIDATE_ASSETS]:
         node = graph.get(asset.key)
         assert node.group_name == "training"
         assert asset.op.pool == "gpu"
@@ -443,7 +439,8 @@ def test_real_chain_from_the_simulator_to_registered_candidates(instance):
         quote_features,
         market_features,
         *DATASET_ASSETS,
-        *TRAINING_ASSETS,
+        *TUNING_ASSETS,
+        *CANDIDATE_ASSETS,
     ]
     selection = dg.AssetSelection.assets(
         simulated_market,

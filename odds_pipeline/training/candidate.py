@@ -1,0 +1,347 @@
+"""A candidate's data and its judgement: time-split and scaled inputs, baselines on the same rows.
+
+What a candidate asset does besides fitting: check each window is usable, fit the scaler
+on the train window, compare the model with the baselines a user would otherwise use on
+the same test rows (per kind: the de-vigged market, or the classical Σ-implied rules
+calibrated on the train window), and log tables and plots to MLflow. No Dagster here.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from odds_pipeline.training import tracking
+from odds_pipeline.training.kinds import ModelKind
+
+TABLE_COLUMNS = ("n", "auc_roc", "auc_pr", "brier", "log_loss", "ece_10", "accuracy", "mean_p")
+
+
+class CandidateDataError(ValueError):
+    """The dataset cannot train this candidate (a data problem to fix, not to retry)."""
+
+    def __init__(self, message: str, **metadata: Any) -> None:
+        super().__init__(message)
+        self.metadata = metadata
+
+
+@dataclass
+class Prepared:
+    """A dataset split by time, scaled with a scaler fit on the train window only."""
+
+    kind: ModelKind
+    label: str
+    raw: dict[str, Any]  # split -> SequenceDataset (raw values)
+    arrays: dict[str, dict[str, np.ndarray]]  # split -> scaled arrays for fit/predict
+    scaler: Any
+    manifest: dict[str, Any]
+    path: str
+
+    @property
+    def input_keys(self) -> tuple[str, ...]:
+        return self.kind.input_keys
+
+    @property
+    def n_features(self) -> int:
+        return len(self.raw["train"].feature_names)
+
+    @property
+    def dataset_hash(self) -> str:
+        return str(self.manifest["content_hash"])
+
+
+def prepare(dataset: Any, kind: ModelKind, label: str, path: str = "") -> Prepared:
+    """Split (the dataset's own time split), check each window is usable, fit the scaler."""
+    from odds_pipeline.datasets.scaling import apply_scaler, fit_scaler
+
+    if label not in dataset.labels:
+        raise CandidateDataError(
+            f"label {label!r} not in the dataset (has {sorted(dataset.labels)})"
+        )
+    if "split" not in dataset.meta:
+        raise CandidateDataError("the dataset has no time split; re-materialize it")
+    raw = dataset.splits()
+    counts = {s: len(d) for s, d in raw.items()}
+    positives = {s: int(np.sum(d.labels[label])) for s, d in raw.items()}
+    for split in ("train", "validation", "test"):
+        n, pos = counts[split], positives[split]
+        if n == 0 or (split != "test" and pos in (0, n)):
+            raise CandidateDataError(
+                f"{dataset.name}: the {split} window has {n} rows and {pos} positives of "
+                f"{label!r}; training needs both classes in train and validation and a "
+                "non-empty test window. Add data or change the dataset's split config.",
+                rows=counts,
+                positives=positives,
+            )
+    scaler = fit_scaler(raw["train"])
+    arrays = {s: apply_scaler(d, scaler).to_arrays(label) for s, d in raw.items()}
+    return Prepared(
+        kind=kind,
+        label=label,
+        raw=raw,
+        arrays=arrays,
+        scaler=scaler,
+        manifest=dataset.manifest(),
+        path=path,
+    )
+
+
+def model_factory(kind: ModelKind, n_features: int, params: dict[str, Any]) -> Callable[[], Any]:
+    """A zero-argument factory (called by fit after seeding: reproducible initial weights)."""
+
+    def build() -> Any:
+        return kind.network(n_features, params)
+
+    return build
+
+
+def train_config(params: dict[str, Any]) -> Any:
+    from odds_pipeline.training.loop import TrainConfig
+
+    return TrainConfig(
+        epochs=int(params["epochs"]),
+        batch_size=int(params["batch_size"]),
+        lr=float(params["lr"]),
+        weight_decay=float(params["weight_decay"]),
+        patience=int(params["patience"]),
+        seed=int(params["seed"]),
+        device=None if params["device"] == "auto" else params["device"],
+        pos_weight=params.get("pos_weight"),
+        torch_threads=int(params["torch_threads"]) or None,
+    )
+
+
+@dataclass
+class Comparison:
+    """Forecasts compared on the same rows of the test window.
+
+    ``scope`` prefixes MLflow metrics and artifact names: "test" (every row with the
+    baseline) or "simulator" (the simulated rows, where the oracle is known).
+    """
+
+    scope: str
+    title: str
+    y: np.ndarray
+    forecasts: dict[str, np.ndarray]
+    seq_len: np.ndarray
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def _platt(score_train: np.ndarray, y_train: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """1-D logistic calibration of a rule's score, fit on the train window (Newton, tiny L2).
+
+    The classical rules give scores (Σ implied, its minimum, its slope), not
+    probabilities: calibrating them on the same train window the model learns from makes
+    Brier, log loss and ECE comparable, and keeps their AUCs (a monotone map).
+    """
+    s = np.nan_to_num(np.asarray(score_train, dtype=np.float64))
+    y = np.asarray(y_train, dtype=np.float64)
+    mu, sd = s.mean(), s.std() or 1.0
+    z = (s - mu) / sd
+    w = np.zeros(2)
+    X = np.stack([np.ones_like(z), z], axis=1)
+    for _ in range(50):
+        p = 1.0 / (1.0 + np.exp(-(X @ w)))
+        grad = X.T @ (p - y) + 1e-4 * w
+        hess = (X * (p * (1 - p))[:, None]).T @ X + 1e-4 * np.eye(2)
+        step = np.linalg.solve(hess, grad)
+        w -= step
+        if np.abs(step).max() < 1e-10:
+            break
+
+    def predict(score: np.ndarray) -> np.ndarray:
+        zz = (np.nan_to_num(np.asarray(score, dtype=np.float64)) - mu) / sd
+        return np.clip(1.0 / (1.0 + np.exp(-(w[0] + w[1] * zz))), 0.0, 1.0)
+
+    return predict
+
+
+PAIR_RULES = {
+    "rule_sum_now": "implied_sum_last",
+    "rule_sum_min": "implied_sum_min",
+    "rule_sum_slope": "implied_sum_slope",
+}
+
+
+def _test_rows(prepared: Prepared) -> tuple[Any, np.ndarray, np.ndarray]:
+    test = prepared.raw["test"]
+    y = np.asarray(test.labels[prepared.label], dtype=np.float64)
+    return test.meta, y, test.meta["seq_len"].to_numpy()
+
+
+def market_comparisons(prepared: Prepared, p_model: np.ndarray) -> list[Comparison]:
+    """The de-vigged market at decision time (and the simulator's oracle where known)."""
+    meta, y, seq_len = _test_rows(prepared)
+    market = meta["market_prob"].to_numpy(np.float64)
+    rows = np.isfinite(market)
+    out = [
+        Comparison(
+            "test",
+            "test window: model vs de-vigged market probability at decision time",
+            y[rows],
+            {"model": p_model[rows], "market": market[rows]},
+            seq_len[rows],
+        )
+    ]
+    oracle = meta["true_prob"].to_numpy(np.float64) if "true_prob" in meta else None
+    sim = rows & np.isfinite(oracle) if oracle is not None else np.zeros_like(rows)
+    if sim.any() and sim.sum() == rows.sum():  # every row is simulated: one table
+        out[0].title = "test window: model vs de-vigged market vs oracle (true probability)"
+        out[0].forecasts["oracle"] = oracle[rows]
+    elif sim.any():
+        out.append(
+            Comparison(
+                "simulator",
+                "simulator rows: model vs market vs oracle (true probability)",
+                y[sim],
+                {"model": p_model[sim], "market": market[sim], "oracle": oracle[sim]},
+                seq_len[sim],
+            )
+        )
+    return out
+
+
+def rule_comparisons(prepared: Prepared, p_model: np.ndarray) -> list[Comparison]:
+    """The classical Σ-implied rules, each calibrated on the train window."""
+    meta, y, seq_len = _test_rows(prepared)
+    train = prepared.raw["train"]
+    y_train = train.labels[prepared.label]
+    forecasts = {"model": p_model}
+    for name, column in PAIR_RULES.items():
+        calibrate = _platt(train.meta[column].to_numpy(np.float64), y_train)
+        forecasts[name] = calibrate(meta[column].to_numpy(np.float64))
+    return [
+        Comparison(
+            "test",
+            f"test window ({prepared.label}): model vs classical Σ-implied rules "
+            "(each calibrated on the train window)",
+            y,
+            forecasts,
+            seq_len,
+        )
+    ]
+
+
+# Which baselines judge a kind (ModelKind.baselines names one).
+BASELINES: dict[str, Callable[[Prepared, np.ndarray], list[Comparison]]] = {
+    "market": market_comparisons,
+    "rules": rule_comparisons,
+}
+
+
+def comparisons(prepared: Prepared, p_model: np.ndarray) -> list[Comparison]:
+    """The model and its kind's baselines on the same test rows, with their metrics."""
+    from odds_pipeline.training.evaluation import binary_metrics
+
+    out = BASELINES[prepared.kind.baselines](prepared, p_model)
+    for comparison in out:
+        comparison.metrics = {
+            name: binary_metrics(comparison.y, p) for name, p in comparison.forecasts.items()
+        }
+    return out
+
+
+def metrics_table(comparison: Comparison) -> dict[str, list[Any]]:
+    table: dict[str, list[Any]] = {"forecast": list(comparison.metrics)}
+    for column in TABLE_COLUMNS:
+        table[column] = [m[column] for m in comparison.metrics.values()]
+    return table
+
+
+def length_table(comparison: Comparison, edges: tuple[int, ...]) -> dict[str, list[Any]]:
+    """Accuracy and Brier per sequence-length bucket, one column per forecast (wide)."""
+    from odds_pipeline.training.evaluation import length_buckets, metrics_by_group
+
+    long = metrics_by_group(
+        comparison.y, comparison.forecasts, length_buckets(comparison.seq_len, edges)
+    )
+    groups = list(dict.fromkeys(long["group"]))
+    wide: dict[str, list[Any]] = {"seq_len": groups, "n": []}
+    index = {(m, g): i for i, (m, g) in enumerate(zip(long["model"], long["group"], strict=True))}
+    first = next(iter(comparison.forecasts))
+    wide["n"] = [long["n"][index[(first, g)]] for g in groups]
+    for metric in ("accuracy", "brier"):
+        for name in comparison.forecasts:
+            wide[f"{name} {metric}"] = [long[metric][index[(name, g)]] for g in groups]
+    return wide
+
+
+def log_evaluation(
+    comparisons_: list[Comparison], edges: tuple[int, ...], title: str
+) -> dict[str, Any]:
+    """MLflow metrics ``<scope>.<forecast>.<metric>`` and PNG/markdown/JSON artifacts.
+
+    Returns the markdown tables for Dagster metadata.
+    """
+    import json
+
+    import mlflow
+
+    from odds_pipeline.training import evaluation
+
+    tables: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="odds-eval-") as tmp:
+        out = Path(tmp)
+        for comparison in comparisons_:
+            scope = comparison.scope
+            for name, metrics in comparison.metrics.items():
+                tracking.log_metrics({f"{scope}.{name}.{k}": v for k, v in metrics.items()})
+            overall = metrics_table(comparison)
+            by_length = length_table(comparison, edges)
+            md = (
+                f"**{comparison.title}**\n\n{evaluation.table_to_markdown(overall)}\n\n"
+                f"By sequence length:\n\n{evaluation.table_to_markdown(by_length)}"
+            )
+            tables[scope] = md
+            (out / f"{scope}_metrics.md").write_text(md + "\n")
+            (out / f"{scope}_metrics.json").write_text(
+                json.dumps({"overall": overall, "by_length": by_length}, indent=2, default=str)
+            )
+            evaluation.plot_calibration(
+                comparison.y,
+                comparison.forecasts,
+                out / f"{scope}_calibration.png",
+                title=f"{title}: calibration ({scope})",
+            )
+            evaluation.plot_roc_pr(
+                comparison.y,
+                comparison.forecasts,
+                out / f"{scope}_roc.png",
+                out / f"{scope}_pr.png",
+                title=f"{title} ({scope})",
+            )
+            long = evaluation.metrics_by_group(
+                comparison.y,
+                comparison.forecasts,
+                evaluation.length_buckets(comparison.seq_len, edges),
+            )
+            for metric in ("accuracy", "brier"):
+                evaluation.plot_metric_by_group(
+                    long,
+                    out / f"{scope}_{metric}_by_length.png",
+                    metric=metric,
+                    title=f"{title}: {metric} by sequence length ({scope})",
+                )
+        mlflow.log_artifacts(str(out), artifact_path="evaluation")
+    return tables
+
+
+def mlflow_log_json(files: dict[str, Any]) -> None:
+    """Small JSON artifacts (manifest, scaler, history) under ``run/``."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory(prefix="odds-json-") as tmp:
+        for name, payload in files.items():
+            (Path(tmp) / name).write_text(json.dumps(payload, indent=2, default=str))
+        mlflow.log_artifacts(tmp, artifact_path="run")
+
+
+def input_example(prepared: Prepared, rows: int = 5) -> np.ndarray:
+    """A few packed test rows: the logged model's input example."""
+    return prepared.kind.pack(prepared.raw["test"], rows=min(rows, len(prepared.raw["test"])))

@@ -1,0 +1,262 @@
+"""The one registry of model kinds: everything that differs between the LSTM and the transformer.
+
+A kind names its network, the inputs it reads (and how they are packed into the one
+float32 array a logged model serves on), its dataset asset and label, the Optuna search
+space and which tuned parameters a candidate takes over, the sequence-length buckets of
+its evaluation, and the names it is registered and tracked under. Code elsewhere asks the
+kind (``KINDS[name]`` or ``kind_of(...)``) and never tests ``kind == "..."``: a third model
+is one new entry here.
+
+Serving layouts (raw, unscaled features; NaN on a real step means "no value"; padded
+steps are ignored):
+
+- ``lstm``: ``[N, T, F + 1]`` = the F features, then the mask (1 = real step, 0 = none).
+- ``pair``: ``[N, T, 2F + 2]`` = book A's F features, book B's F features, the mask, then
+  the market-type index (read from step 0).
+
+Numpy only at import (torch and optuna inside the functions): this module travels inside
+every logged model and loads with the code location.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+LSTM_MODEL_NAME = "odds-lstm"
+TRANSFORMER_MODEL_NAME = "arb-transformer"
+
+
+# --------------------------------------------------------------------------- packing
+
+
+def _real_steps_only(x: Any, m: np.ndarray) -> np.ndarray:
+    """Padded steps -> 0; NaN on real steps is kept (it means 'no value', as in training)."""
+    return np.where(m, np.asarray(x, dtype=np.float32), np.float32(0.0)).astype(np.float32)
+
+
+def pack_lstm_input(x: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """[N, T, F] raw features + [N, T] mask -> the one float32 array the LSTM model serves on."""
+    m = np.asarray(mask, dtype=bool)[..., None]
+    return np.concatenate([_real_steps_only(x, m), m.astype(np.float32)], axis=-1)
+
+
+def pack_pair_input(
+    x_a: np.ndarray, x_b: np.ndarray, mask: np.ndarray, market_type: np.ndarray
+) -> np.ndarray:
+    """Two books' raw [N, T, F] + mask + market type -> the transformer's one float32 array."""
+    m = np.asarray(mask, dtype=bool)[..., None]
+    market = np.broadcast_to(
+        np.asarray(market_type, dtype=np.float32).reshape(-1, 1, 1), m.shape
+    ).astype(np.float32)
+    return np.concatenate(
+        [_real_steps_only(x_a, m), _real_steps_only(x_b, m), m.astype(np.float32), market],
+        axis=-1,
+    )
+
+
+def _unpack_lstm(array: np.ndarray, f: int) -> tuple[dict[str, np.ndarray], np.ndarray, dict]:
+    return {"x": array[..., :f]}, array[..., -1] > 0.5, {}
+
+
+def _unpack_pair(array: np.ndarray, f: int) -> tuple[dict[str, np.ndarray], np.ndarray, dict]:
+    mask = array[..., 2 * f] > 0.5
+    market = np.rint(np.nan_to_num(array[:, 0, 2 * f + 1])).astype(np.int64)
+    values = {"x_a": array[..., :f], "x_b": array[..., f : 2 * f]}
+    return values, mask, {"market_type": market}
+
+
+# --------------------------------------------------------------------------- networks
+
+
+def _lstm_args(n_features: int, params: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "n_features": n_features,
+        "hidden": int(params["hidden"]),
+        "num_layers": int(params["num_layers"]),
+        "dropout": float(params["dropout"]),
+    }
+
+
+def _pair_args(n_features: int, params: Mapping[str, Any]) -> dict[str, Any]:
+    n_layers = int(params["n_layers"])
+    return {
+        "n_features_per_book": n_features,
+        "d_model": int(params["d_model"]),
+        "n_heads": int(params["n_heads"]),
+        "n_layers": n_layers,
+        "cross_from_layer": min(int(params["cross_from_layer"]), n_layers),
+        "dropout": float(params["dropout"]),
+        "mlp_hidden": int(params.get("mlp_hidden", params["d_model"])),
+        "ff_mult": int(params["ff_mult"]),
+    }
+
+
+def _lstm_class() -> type:
+    from odds_pipeline.training.models import MaskedLSTM
+
+    return MaskedLSTM
+
+
+def _pair_class() -> type:
+    from odds_pipeline.training.models import DualStreamArbTransformer
+
+    return DualStreamArbTransformer
+
+
+# --------------------------------------------------------------------------- search spaces
+
+
+def lstm_search_space(trial: Any) -> dict[str, Any]:
+    """Small on purpose: the default data is a few thousand sequences."""
+    return {
+        "hidden": trial.suggest_categorical("hidden", [16, 32, 64]),
+        "num_layers": trial.suggest_int("num_layers", 1, 2),
+        "dropout": trial.suggest_float("dropout", 0.0, 0.4),
+        "lr": trial.suggest_float("lr", 3e-4, 1e-2, log=True),
+        "weight_decay": trial.suggest_float("weight_decay", 1e-4, 1e-1, log=True),
+        "batch_size": trial.suggest_categorical("batch_size", [64, 128, 256]),
+    }
+
+
+def transformer_search_space(trial: Any) -> dict[str, Any]:
+    """Width, depth and where cross-attention starts; compute grows with d_model * ff_mult."""
+    n_layers = trial.suggest_int("n_layers", 1, 3)
+    return {
+        "d_model": trial.suggest_categorical("d_model", [16, 32, 64]),
+        "n_heads": trial.suggest_categorical("n_heads", [2, 4]),
+        "n_layers": n_layers,
+        # 0 = cross-attention from the first layer; clipped so it never exceeds n_layers.
+        "cross_from_layer": min(trial.suggest_int("cross_from_layer", 0, 1), n_layers),
+        "ff_mult": trial.suggest_categorical("ff_mult", [1, 2, 4]),
+        "dropout": trial.suggest_float("dropout", 0.0, 0.3),
+        "lr": trial.suggest_float("lr", 3e-4, 3e-3, log=True),
+        "weight_decay": trial.suggest_float("weight_decay", 1e-4, 1e-1, log=True),
+        "batch_size": trial.suggest_categorical("batch_size", [64, 128, 256]),
+    }
+
+
+# --------------------------------------------------------------------------- the registry
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    """Everything one model kind needs, from its dataset to its registered name."""
+
+    name: str
+    title: str
+    registered_model: str  # also the MLflow experiment of its runs
+    dataset_asset: str
+    default_label: str
+    # The model's positional inputs, in order; value_keys are the z-scored ones.
+    input_keys: tuple[str, ...]
+    value_keys: tuple[str, ...]
+    length_edges: tuple[int, ...]
+    study_name: str
+    tuned_keys: tuple[str, ...]
+    search_space: Callable[[Any], dict[str, Any]]
+    network_class: Callable[[], type]
+    network_args: Callable[[int, Mapping[str, Any]], dict[str, Any]]
+    channels: Callable[[int], int]
+    pack_fn: Callable[..., np.ndarray]
+    unpack: Callable[[np.ndarray, int], tuple[dict[str, np.ndarray], np.ndarray, dict]]
+    # The baselines a candidate is judged against (a key of training.candidate.BASELINES).
+    baselines: str = "market"
+    fixed_tuning_params: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def experiment(self) -> str:
+        return self.registered_model
+
+    def network(self, n_features: int, params: Mapping[str, Any]) -> Any:
+        """A fresh torch module from training parameters (config or tuned)."""
+        return self.network_class()(**self.network_args(n_features, params))
+
+    def network_from_hparams(self, hparams: Mapping[str, Any]) -> Any:
+        """A fresh torch module from a logged model's saved hyper-parameters."""
+        return self.network_class()(**hparams)
+
+    def pack(self, arrays: Any, rows: int | None = None) -> np.ndarray:
+        """The serving array from a dataset (or any object/mapping with the input arrays)."""
+
+        def get(key: str) -> np.ndarray:
+            value = arrays[key] if isinstance(arrays, Mapping) else getattr(arrays, key)
+            return value if rows is None else value[:rows]
+
+        return self.pack_fn(*(get(k) for k in self.input_keys))
+
+
+KINDS: dict[str, ModelKind] = {
+    kind.name: kind
+    for kind in (
+        ModelKind(
+            name="lstm",
+            title="masked LSTM win probability",
+            registered_model=LSTM_MODEL_NAME,
+            dataset_asset="lstm_sequences",
+            default_label="won",
+            input_keys=("x", "mask"),
+            value_keys=("x",),
+            length_edges=(1, 2, 4, 8, 16, 32),
+            study_name="odds-lstm",
+            tuned_keys=("hidden", "num_layers", "dropout", "lr", "weight_decay", "batch_size"),
+            search_space=lstm_search_space,
+            network_class=_lstm_class,
+            network_args=_lstm_args,
+            channels=lambda f: f + 1,
+            pack_fn=pack_lstm_input,
+            unpack=_unpack_lstm,
+            baselines="market",
+        ),
+        ModelKind(
+            name="pair",
+            title="dual-stream transformer arbitrage ahead",
+            registered_model=TRANSFORMER_MODEL_NAME,
+            dataset_asset="arbitrage_pair_sequences",
+            default_label="arb_ahead",
+            input_keys=("x_a", "x_b", "mask", "market_type"),
+            value_keys=("x_a", "x_b"),
+            length_edges=(1, 8, 16, 24, 32, 64),
+            study_name="arb-transformer",
+            tuned_keys=(
+                "d_model",
+                "n_heads",
+                "n_layers",
+                "cross_from_layer",
+                "ff_mult",
+                "dropout",
+                "lr",
+                "weight_decay",
+                "batch_size",
+            ),
+            search_space=transformer_search_space,
+            network_class=_pair_class,
+            network_args=_pair_args,
+            channels=lambda f: 2 * f + 2,
+            pack_fn=pack_pair_input,
+            unpack=_unpack_pair,
+            baselines="rules",
+            fixed_tuning_params={"mlp_hidden": 32},
+        ),
+    )
+}
+
+
+def kind_of(name: str) -> ModelKind:
+    """The kind by its name, or a clear error listing the known ones."""
+    try:
+        return KINDS[name]
+    except KeyError:
+        raise ValueError(f"unknown model kind {name!r} (known: {sorted(KINDS)})") from None
+
+
+def kind_for_model(registered_model: str) -> ModelKind:
+    """The kind registered under ``registered_model`` (e.g. "odds-lstm")."""
+    for kind in KINDS.values():
+        if kind.registered_model == registered_model:
+            return kind
+    known = sorted(k.registered_model for k in KINDS.values())
+    raise ValueError(f"unknown registered model {registered_model!r} (known: {known})")

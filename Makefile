@@ -36,10 +36,12 @@ dev: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 
 test: $(STAMP)
 	$(BIN)/ruff check odds_pipeline odds_pipeline_tests benchmarks
+	$(BIN)/lint-imports
 	$(BIN)/pytest -n 2 -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check odds_pipeline odds_pipeline_tests benchmarks
+	$(BIN)/lint-imports
 	$(BIN)/ruff format --check odds_pipeline odds_pipeline_tests benchmarks
 
 format: $(STAMP)

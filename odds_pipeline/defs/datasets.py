@@ -98,7 +98,7 @@ def _needs_features(name: str) -> Iterator[None]:
     except duckdb.CatalogException as exc:
         raise _fail(
             f"{name}: a table is missing ({exc}); materialize the ingestion and features groups "
-            "(quote_features, market_features) first"
+            "(quote_features, market_features, pair_features) first"
         ) from exc
 
 
@@ -251,10 +251,10 @@ def lstm_sequences(
     group_name=GROUP,
     owners=OWNERS,
     kinds={"python", "numpy", "duckdb"},
-    deps=FEATURE_DEPS,
+    deps=["pair_features"],
     pool=WRITER_POOL,
-    description="(Re)builds the arbitrage_pair_features table, then one sample per (event, market, line, "
-    "pair of books, direction, cut): the two books' "
+    description="One sample per (event, market, line, pair of books, direction, cut) from "
+    "`pair_features`: the two books' "
     "prices for complementary outcomes aligned in time, variable length with a mask; labels arb_now "
     "(Σ implied < 1 in the window) and arb_ahead (a window opens within the horizon after the cut, the "
     "target); classical rule baselines in the meta. Split by commence time; saved by content hash.",
@@ -263,19 +263,15 @@ def arbitrage_pair_sequences(
     context: dg.AssetExecutionContext, config: PairSequencesConfig, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
     from odds_pipeline.datasets.sequences import PairSequenceConfig, build_arbitrage_pair_sequences
-    from odds_pipeline.features.compute import compute_pair_features
 
     values = config.model_dump(exclude=SPLIT_FIELDS)
     ds_config = _dataclass_config(PairSequenceConfig, values)
-    # No features-group asset writes the pair table yet, so the dataset (re)builds it first;
-    # the write lock is held only for that, the build reads through a read-only connection.
-    with _needs_features("arbitrage_pair_sequences"):
-        with warehouse.store().connection() as con:
-            pair_rows = compute_pair_features(con)
-        context.log.info(f"arbitrage_pair_features: {pair_rows} rows")
-        with warehouse.store().connection(read_only=True) as con:
-            dataset = build_arbitrage_pair_sequences(con, ds_config)
-            leagues = _event_leagues(con, dataset.meta["event_id"])
+    with (
+        _needs_features("arbitrage_pair_sequences"),
+        warehouse.store().connection(read_only=True) as con,
+    ):
+        dataset = build_arbitrage_pair_sequences(con, ds_config)
+        leagues = _event_leagues(con, dataset.meta["event_id"])
     return _report(_split(dataset, config, leagues), context)
 
 

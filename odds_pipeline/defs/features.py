@@ -110,6 +110,40 @@ def market_features(
     return dg.MaterializeResult(metadata=metadata)
 
 
+class PairFeaturesConfig(dg.Config):
+    ttl_hours: float = Field(
+        default=24.0, description="A book's quote older than this is not used at t."
+    )
+
+
+@dg.asset(
+    group_name=GROUP,
+    owners=OWNERS,
+    kinds={"duckdb", "sql"},
+    pool=WRITER_POOL,
+    deps=[quote_features, market_features],
+    description="Table `arbitrage_pair_features`: for every ordered pair of books on a 2-way market, at "
+    "each instant either quoted, book A's price on one side and book B's on the other, their Σ implied "
+    "and whether it is below 1. Read by the arbitrage dataset and the scanner.",
+)
+def pair_features(config: PairFeaturesConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    from odds_pipeline.features.compute import PAIR_TABLE, compute_pair_features
+
+    with warehouse.store().connection() as con:
+        compute_pair_features(con, ttl=timedelta(hours=config.ttl_hours))
+        metadata = _freshness_metadata(con, PAIR_TABLE)
+        pairs = con.execute(
+            f"SELECT count(DISTINCT (book_a, book_b)) FROM {PAIR_TABLE}"
+        ).fetchone()[0]
+        sample = con.execute(f"SELECT * FROM {PAIR_TABLE} ORDER BY observed_at DESC LIMIT 8").df()
+    metadata["book_pairs"] = dg.MetadataValue.int(int(pairs))
+    metadata["dagster/column_schema"] = _column_schema(PAIR_TABLE)
+    metadata["preview"] = dg.MetadataValue.md(
+        markdown_table(sample, list(sample.columns[:9]), rows=8)
+    )
+    return dg.MaterializeResult(metadata=metadata)
+
+
 @dg.asset(
     group_name=GROUP,
     owners=OWNERS,
@@ -204,5 +238,11 @@ def online_features(warehouse: WarehouseResource) -> dg.MaterializeResult:
     )
 
 
-FEATURE_ASSETS = [quote_features, market_features, feature_registry, online_features]
+FEATURE_ASSETS = [
+    quote_features,
+    market_features,
+    pair_features,
+    feature_registry,
+    online_features,
+]
 FEATURE_CHECKS = [feature_versions_recorded]

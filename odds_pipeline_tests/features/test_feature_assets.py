@@ -26,7 +26,13 @@ def test_default_pipeline_computes_features_registry_and_online_view():
         m.asset_key.to_user_string(): m.step_materialization_data.materialization
         for m in result.get_asset_materialization_events()
     }
-    assert {"quote_features", "market_features", "feature_registry", "online_features"} <= set(mats)
+    assert {
+        "quote_features",
+        "market_features",
+        "pair_features",
+        "feature_registry",
+        "online_features",
+    } <= set(mats)
     registry_md = mats["feature_registry"].metadata["registry"].value
     assert all(d.name in registry_md for d in FEATURE_DEFINITIONS)
     assert mats["quote_features"].metadata["dagster/row_count"].value > 0

@@ -429,7 +429,7 @@ def test_dataset_asset_defaults_follow_the_library_except_documented_ones():
 
 def test_real_chain_from_the_simulator_to_registered_candidates(instance):
     """simulated_market -> features -> datasets -> both candidates, tiny everywhere."""
-    from odds_pipeline.defs.features import market_features, quote_features
+    from odds_pipeline.defs.features import market_features, pair_features, quote_features
     from odds_pipeline.defs.ingestion import canonical_odds_tables, simulated_market
     from odds_pipeline.defs.resources import WarehouseResource
 
@@ -438,6 +438,7 @@ def test_real_chain_from_the_simulator_to_registered_candidates(instance):
         canonical_odds_tables,
         quote_features,
         market_features,
+        pair_features,
         *DATASET_ASSETS,
         *TUNING_ASSETS,
         *CANDIDATE_ASSETS,
@@ -447,6 +448,7 @@ def test_real_chain_from_the_simulator_to_registered_candidates(instance):
         canonical_odds_tables,
         quote_features,
         market_features,
+        pair_features,
         *DATASET_ASSETS,
         lstm_candidate,
         transformer_candidate,

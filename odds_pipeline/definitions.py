@@ -15,6 +15,7 @@ from odds_pipeline.defs.jobs import (
     odds_api_live_job,
     odds_api_live_poll_schedule,
 )
+from odds_pipeline.defs.registry import CHAMPION_ASSETS, GATE_CHECKS, rollback_champion
 from odds_pipeline.defs.resources import MlflowResource, WarehouseResource, default_odds_feed
 from odds_pipeline.defs.training import CANDIDATE_ASSETS
 from odds_pipeline.defs.tuning import TUNING_ASSETS
@@ -30,9 +31,16 @@ def build_definitions() -> dg.Definitions:
             *DATASET_ASSETS,
             *TUNING_ASSETS,
             *CANDIDATE_ASSETS,
+            *CHAMPION_ASSETS,
         ],
-        asset_checks=[*INGESTION_CHECKS, *FEATURE_CHECKS],
-        jobs=[default_pipeline_job, ingestion_job, features_job, odds_api_live_job],
+        asset_checks=[*INGESTION_CHECKS, *FEATURE_CHECKS, *GATE_CHECKS],
+        jobs=[
+            default_pipeline_job,
+            ingestion_job,
+            features_job,
+            odds_api_live_job,
+            rollback_champion,
+        ],
         schedules=[odds_api_live_poll_schedule],
         resources={
             "warehouse": WarehouseResource(),

@@ -12,9 +12,12 @@ default_pipeline_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(*SOURCE_ASSETS)
     | dg.AssetSelection.assets(*CANONICAL_TABLES)
     | dg.AssetSelection.groups("features")
-    | dg.AssetSelection.assets(*DATASET_ASSETS, *CANDIDATE_ASSETS),
-    description="Ingest the bundled samples and the simulator, compute features, build datasets and "
-    "train both candidates (registered in MLflow with alias `challenger`). Tuning is opt-in.",
+    | dg.AssetSelection.assets(*DATASET_ASSETS, *CANDIDATE_ASSETS)
+    | dg.AssetSelection.groups("registry"),
+    description="Ingest the bundled samples and the simulator, compute features, build datasets, "
+    "train both candidates (alias `challenger`), judge them with the quality gates and promote "
+    "those that pass (alias `champion`). A refused candidate fails the run at its gate, with the "
+    "numbers. Tuning is opt-in.",
 )
 
 # Narrower jobs for engineers (and tests): refresh the store, or the store and its features.

@@ -1,5 +1,8 @@
 """Helpers for what assets show in the Dagster UI."""
 
+from typing import Any
+
+import dagster as dg
 import pandas as pd
 
 
@@ -12,3 +15,21 @@ def markdown_table(frame: pd.DataFrame, columns: list[str] | None = None, rows: 
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(row) + " |" for row in head.itertuples(index=False)]
     return "\n".join(lines)
+
+
+# One DuckDB writer at a time (the committed dagster.yaml sets this pool's limit to 1).
+WRITER_POOL = "duckdb_writer"
+
+
+def data_failure(description: str, **metadata: Any) -> dg.Failure:
+    """A data or ordering problem an engineer must fix: fails the run, never retried."""
+    return dg.Failure(description=description, metadata=metadata, allow_retries=False)
+
+
+def latest_metadata(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict[str, Any] | None:
+    """The raw values of ``key``'s latest materialization metadata (None if never materialized)."""
+    event = instance.get_latest_materialization_event(key)
+    materialization = event.asset_materialization if event is not None else None
+    if materialization is None:
+        return None
+    return {k: getattr(v, "value", v) for k, v in materialization.metadata.items()}

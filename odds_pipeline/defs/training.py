@@ -215,6 +215,9 @@ def train_candidate(
             result.model, prepared.arrays["test"], input_keys=prepared.input_keys
         )
         comps = candidate.comparisons(prepared, p_test)
+        rows_path = candidate.save_gate_rows(
+            *candidate.gate_rows(prepared, p_test), run.info.run_id
+        )
         tables = candidate.log_evaluation(comps, kind.length_edges, model_name)
 
         spec = tracking.ServingSpec(
@@ -268,6 +271,8 @@ def train_candidate(
             value = tracking.finite_or_none(metrics[key])
             if value is not None:
                 metadata[f"test_{name}_{key}"] = dg.MetadataValue.float(value)
+    metadata.update(_headline_metadata(rows_path))
+    metadata["gate_rows_path"] = dg.MetadataValue.path(str(rows_path))
     if version is not None:
         metadata["model_version"] = dg.MetadataValue.int(int(version.version))
         metadata["model_alias"] = dg.MetadataValue.text(tracking.CHALLENGER)
@@ -275,6 +280,42 @@ def train_candidate(
             mlflow_resource.model_url(model_name, version.version)
         )
     return dg.MaterializeResult(metadata=metadata)
+
+
+def _headline_metadata(rows_path: Any) -> dict[str, Any]:
+    """Model vs its gate baseline on the test rows, with a paired event-level interval.
+
+    Top-level rounded floats so the Dagster UI plots them across materializations; the
+    quality gates on this asset re-judge the same rows with their full settings.
+    """
+    from odds_pipeline.registry.gates import paired_bootstrap_ratio
+    from odds_pipeline.training.candidate import load_gate_rows
+
+    rows, info = load_gate_rows(rows_path)
+    known = rows[np.isfinite(rows["baseline"])]
+    res = paired_bootstrap_ratio(
+        known["y"].to_numpy(),
+        known["model"].to_numpy(),
+        known["baseline"].to_numpy(),
+        known["event_id"].to_numpy(),
+        metric=info["metric"],
+        n_resamples=2000,
+    )
+    out: dict[str, Any] = {
+        "headline_metric": dg.MetadataValue.text(f"{info['metric']} vs {info['baseline_name']}")
+    }
+    for key, value in (
+        ("headline_model", res["model"]),
+        ("headline_baseline", res["base"]),
+        ("headline_difference", res["model"] - res["base"]),
+        ("headline_ratio", res["ratio"]),
+        ("headline_ratio_ci_low", res["ci_low"]),
+        ("headline_ratio_ci_high", res["ci_high"]),
+    ):
+        number = tracking.finite_or_none(value)
+        if number is not None:
+            out[key] = dg.MetadataValue.float(round(number, 4))
+    return out
 
 
 @dg.asset(

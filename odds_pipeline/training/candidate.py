@@ -210,12 +210,7 @@ def market_comparisons(prepared: Prepared, p_model: np.ndarray) -> list[Comparis
 def rule_comparisons(prepared: Prepared, p_model: np.ndarray) -> list[Comparison]:
     """The classical Σ-implied rules, each calibrated on the train window."""
     meta, y, seq_len = _test_rows(prepared)
-    train = prepared.raw["train"]
-    y_train = train.labels[prepared.label]
-    forecasts = {"model": p_model}
-    for name, column in PAIR_RULES.items():
-        calibrate = _platt(train.meta[column].to_numpy(np.float64), y_train)
-        forecasts[name] = calibrate(meta[column].to_numpy(np.float64))
+    forecasts = {"model": p_model, **_rule_forecasts(prepared, "test")}
     return [
         Comparison(
             "test",
@@ -228,11 +223,112 @@ def rule_comparisons(prepared: Prepared, p_model: np.ndarray) -> list[Comparison
     ]
 
 
+def _rule_forecasts(prepared: Prepared, split: str) -> dict[str, np.ndarray]:
+    train = prepared.raw["train"]
+    y_train = train.labels[prepared.label]
+    meta = prepared.raw[split].meta
+    return {
+        name: _platt(train.meta[column].to_numpy(np.float64), y_train)(
+            meta[column].to_numpy(np.float64)
+        )
+        for name, column in PAIR_RULES.items()
+    }
+
+
+def market_gate_baseline(prepared: Prepared) -> tuple[str, np.ndarray]:
+    """The de-vigged market probability at the decision time (NaN where no market)."""
+    return "market", prepared.raw["test"].meta["market_prob"].to_numpy(np.float64)
+
+
+def rule_gate_baseline(prepared: Prepared) -> tuple[str, np.ndarray]:
+    """The classical rule with the best AUC-PR on the validation window (never on test)."""
+    from odds_pipeline.training.evaluation import binary_metrics
+
+    y_val = np.asarray(prepared.raw["validation"].labels[prepared.label], dtype=np.float64)
+    val = _rule_forecasts(prepared, "validation")
+    scores = {name: binary_metrics(y_val, p)["auc_pr"] for name, p in val.items()}
+    best = max(scores, key=lambda name: np.nan_to_num(scores[name], nan=-1.0))
+    return best, _rule_forecasts(prepared, "test")[best]
+
+
 # Which baselines judge a kind (ModelKind.baselines names one).
 BASELINES: dict[str, Callable[[Prepared, np.ndarray], list[Comparison]]] = {
     "market": market_comparisons,
     "rules": rule_comparisons,
 }
+
+
+# The one baseline the quality gates compare with, per ModelKind.baselines.
+GATE_BASELINES: dict[str, Callable[[Prepared], tuple[str, np.ndarray]]] = {
+    "market": market_gate_baseline,
+    "rules": rule_gate_baseline,
+}
+
+
+def gate_rows(prepared: Prepared, p_model: np.ndarray) -> tuple[Any, dict[str, Any]]:
+    """The test rows the gates judge: event, label, model and baseline, with what they need.
+
+    Saved beside the candidate so every gate (and a later re-check) reads the same rows.
+    """
+    import pandas as pd
+
+    test = prepared.raw["test"]
+    baseline_name, baseline = GATE_BASELINES[prepared.kind.baselines](prepared)
+    frame = pd.DataFrame(
+        {
+            "event_id": test.meta["event_id"].astype(str).to_numpy(),
+            "y": np.asarray(test.labels[prepared.label], dtype=np.float64),
+            "model": np.asarray(p_model, dtype=np.float64),
+            "baseline": np.asarray(baseline, dtype=np.float64),
+        }
+    )
+    train_y = np.asarray(prepared.raw["train"].labels[prepared.label], dtype=np.float64)
+    info = {
+        "kind": prepared.kind.name,
+        "label": prepared.label,
+        "metric": prepared.kind.gate_metric,
+        "baseline_name": baseline_name,
+        "train_rows": len(train_y),
+        "train_positives": int(train_y.sum()),
+        "dataset_hash": prepared.dataset_hash,
+        "dataset_path": prepared.path,
+    }
+    return frame, info
+
+
+def save_gate_rows(rows: Any, info: dict[str, Any], name: str) -> Path:
+    """Write the gate rows (parquet) and their info (JSON) atomically; returns the parquet path.
+
+    Under ``<state>/evaluations/<kind>/``, named by the MLflow run that produced them, and
+    logged to that run too.
+    """
+    import os
+
+    import mlflow
+
+    from odds_pipeline.paths import state_home
+
+    folder = state_home() / "evaluations" / str(info["kind"])
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.parquet"
+    for target, write in (
+        (path.with_suffix(".json"), lambda p: p.write_text(json.dumps(info, indent=2))),
+        (path, lambda p: rows.to_parquet(p, index=False)),
+    ):
+        tmp = target.with_name(f".{target.name}.tmp")
+        write(tmp)
+        os.replace(tmp, target)
+    if mlflow.active_run() is not None:
+        mlflow.log_artifact(str(path), artifact_path="gates")
+        mlflow.log_artifact(str(path.with_suffix(".json")), artifact_path="gates")
+    return path
+
+
+def load_gate_rows(path: str | Path) -> tuple[Any, dict[str, Any]]:
+    import pandas as pd
+
+    path = Path(path)
+    return pd.read_parquet(path), json.loads(path.with_suffix(".json").read_text())
 
 
 def comparisons(prepared: Prepared, p_model: np.ndarray) -> list[Comparison]:

@@ -148,6 +148,8 @@ class ModelKind:
 
     name: str
     title: str
+    # Asset names: <prefix>_candidate, <prefix>_tuning, <prefix>_champion.
+    asset_prefix: str
     registered_model: str  # also the MLflow experiment of its runs
     dataset_asset: str
     default_label: str
@@ -165,6 +167,10 @@ class ModelKind:
     unpack: Callable[[np.ndarray, int], tuple[dict[str, np.ndarray], np.ndarray, dict]]
     # The baselines a candidate is judged against (a key of training.candidate.BASELINES).
     baselines: str = "market"
+    # The gates' headline metric against the baseline: "brier" (lower is better) or "auc_pr".
+    gate_metric: str = "brier"
+    # The meta column holding each sample's decision time (no step may come after it).
+    decision_column: str = "decision_time"
     fixed_tuning_params: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -195,6 +201,7 @@ KINDS: dict[str, ModelKind] = {
         ModelKind(
             name="lstm",
             title="masked LSTM win probability",
+            asset_prefix="lstm",
             registered_model=LSTM_MODEL_NAME,
             dataset_asset="lstm_sequences",
             default_label="won",
@@ -214,6 +221,7 @@ KINDS: dict[str, ModelKind] = {
         ModelKind(
             name="pair",
             title="dual-stream transformer arbitrage ahead",
+            asset_prefix="transformer",
             registered_model=TRANSFORMER_MODEL_NAME,
             dataset_asset="arbitrage_pair_sequences",
             default_label="arb_ahead",
@@ -239,6 +247,8 @@ KINDS: dict[str, ModelKind] = {
             pack_fn=pack_pair_input,
             unpack=_unpack_pair,
             baselines="rules",
+            gate_metric="auc_pr",
+            decision_column="cut_time",
             fixed_tuning_params={"mlp_hidden": 32},
         ),
     )

@@ -54,6 +54,8 @@ if TYPE_CHECKING:
 __all__ = [
     "CHALLENGER",
     "CHAMPION",
+    "PREVIOUS_CHAMPION",
+    "client",
     "DAGSTER_RUN_TAG",
     "LSTM_MODEL_NAME",
     "TRANSFORMER_MODEL_NAME",
@@ -85,6 +87,7 @@ log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+PREVIOUS_CHAMPION = "previous_champion"
 TRACKING_DB = "mlflow.db"
 ARTIFACTS_DIR = "artifacts"
 # Tag linking an MLflow run to the Dagster run that started it (used to close orphans).
@@ -145,11 +148,15 @@ def configure(uri: str | None = None) -> str:
     return uri
 
 
-def _client(uri: str | None = None):
+def client(uri: str | None = None):
+    """An MlflowClient on our store (tracking and registry), default the state dir's."""
     from mlflow import MlflowClient
 
     uri = uri or tracking_uri()
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+_client = client
 
 
 def _slug(name: str) -> str:

@@ -17,6 +17,7 @@ from odds_pipeline.defs.jobs import (
 )
 from odds_pipeline.defs.registry import CHAMPION_ASSETS, GATE_CHECKS, rollback_champion
 from odds_pipeline.defs.resources import MlflowResource, WarehouseResource, default_odds_feed
+from odds_pipeline.defs.serving import SERVING_ASSETS, serving_job
 from odds_pipeline.defs.training import CANDIDATE_ASSETS
 from odds_pipeline.defs.tuning import TUNING_ASSETS
 
@@ -32,6 +33,7 @@ def build_definitions() -> dg.Definitions:
             *TUNING_ASSETS,
             *CANDIDATE_ASSETS,
             *CHAMPION_ASSETS,
+            *SERVING_ASSETS,
         ],
         asset_checks=[*INGESTION_CHECKS, *FEATURE_CHECKS, *GATE_CHECKS],
         jobs=[
@@ -40,6 +42,7 @@ def build_definitions() -> dg.Definitions:
             features_job,
             odds_api_live_job,
             rollback_champion,
+            serving_job,
         ],
         schedules=[odds_api_live_poll_schedule],
         resources={

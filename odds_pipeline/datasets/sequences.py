@@ -93,7 +93,7 @@ from odds_pipeline.features.compute import (
 )
 from odds_pipeline.features.feature_store import FeatureStore, Knowledge
 from odds_pipeline.paths import state_home
-from odds_pipeline.warehouse import connect
+from odds_pipeline.warehouse import connect, sql_string
 
 __all__ = [
     "MARKET_TYPE_IDS",
@@ -562,6 +562,7 @@ FROM events e LEFT JOIN results r ON r.event_id = e.event_id
 WHERE e.commence_time IS NOT NULL
   AND e.event_id IN (SELECT event_id FROM market_features WHERE market = 'h2h')
   {leagues}
+  {window}
 ORDER BY e.commence_time, e.event_id
 """
 
@@ -614,11 +615,16 @@ def build_lstm_sequences(
     config: LstmSequenceConfig | None = None,
     *,
     truth: pd.DataFrame | None = None,
+    include_unresolved: bool = False,
+    commence_from: Any = None,
+    commence_to: Any = None,
 ) -> SequenceDataset:
     """Win-probability sequences, one per (event, side) of h2h (see the module docstring).
 
     ``truth`` (the simulator's ``notes["truth"]``: event_id, observed_at,
     true_{home,draw,away}_prob) adds the oracle probability at the decision time.
+    Scoring uses ``include_unresolved`` (events without a result; their label is NaN) and
+    a commence window ``[commence_from, commence_to)``.
     Needs the tables ``events``, ``results``, ``quote_features`` and ``market_features``.
     """
     config = config or LstmSequenceConfig()
@@ -634,11 +640,19 @@ def build_lstm_sequences(
         if config.leagues is not None:
             leagues = "AND list_contains(?::VARCHAR[], e.league)"
             params.append(list(config.leagues))
-        events = c.execute(_LSTM_EVENTS_SQL.format(leagues=leagues), params).df()
-        scored = events["home_score"].notna() & events["away_score"].notna()
+        window = ""
+        if commence_from is not None:
+            window += "AND e.commence_time >= ?::TIMESTAMPTZ "
+            params.append(pd.Timestamp(commence_from).isoformat())
+        if commence_to is not None:
+            window += "AND e.commence_time < ?::TIMESTAMPTZ "
+            params.append(pd.Timestamp(commence_to).isoformat())
+        events = c.execute(_LSTM_EVENTS_SQL.format(leagues=leagues, window=window), params).df()
+        resolved = events["home_score"].notna() & events["away_score"].notna()
+        scored = resolved | include_unresolved
         stats: dict[str, Any] = {
             "events_with_h2h": int(len(events)),
-            "events_without_result": int((~scored).sum()),
+            "events_without_result": int((~resolved).sum()),
         }
         events = events.loc[scored].reset_index(drop=True)
         if events.empty:
@@ -729,6 +743,7 @@ def build_lstm_sequences(
     hs = events["home_score"].to_numpy(np.float64)[ev]
     as_ = events["away_score"].to_numpy(np.float64)[ev]
     won = np.where(side == "home", hs > as_, np.where(side == "away", as_ > hs, hs == as_))
+    won = np.where(np.isfinite(hs) & np.isfinite(as_), won, np.nan)
 
     meta = pd.DataFrame(
         {
@@ -845,8 +860,7 @@ WITH cuts AS (
     SELECT key_id, t AS cut, rn AS cut_rn, event_id, market, line, book_a, book_b,
         outcome_a, outcome_b, commence_time
     FROM _ds_steps
-    WHERE rn >= {min_len} AND (rn - {min_len}) % {stride} = 0
-      AND t + INTERVAL '{horizon_us} microseconds' <= coalesce(commence_time, last_t)
+    WHERE {cut_filter}
 ),
 counted AS (
     SELECT c.key_id, c.cut, c.cut_rn, count(*) AS n
@@ -932,12 +946,28 @@ def _empty_pairs(
     )
 
 
+# Training cuts: every cut_stride-th instant, the horizon fully observed before kickoff.
+_TRAINING_CUTS = """rn >= {min_len} AND (rn - {min_len}) % {stride} = 0
+      AND t + INTERVAL '{horizon_us} microseconds' <= coalesce(commence_time, last_t)"""
+# Scoring cuts: each key's latest instant at or before the scoring time, before kickoff.
+_SCORING_CUTS = """rn >= {min_len} AND t <= {score_at}::TIMESTAMPTZ
+      AND (commence_time IS NULL OR commence_time > {score_at}::TIMESTAMPTZ)
+      AND t = (SELECT max(s2.t) FROM _ds_steps s2
+               WHERE s2.key_id = _ds_steps.key_id AND s2.t <= {score_at}::TIMESTAMPTZ)"""
+
+
 def build_arbitrage_pair_sequences(
-    con: duckdb.DuckDBPyConnection | str | Path, config: PairSequenceConfig | None = None
+    con: duckdb.DuckDBPyConnection | str | Path,
+    config: PairSequenceConfig | None = None,
+    *,
+    score_at: Any = None,
 ) -> SequenceDataset:
     """Pair-of-books price sequences with ``arb_now`` / ``arb_ahead`` labels (module docstring).
 
     Needs ``events`` and ``arbitrage_pair_features`` (run ``compute_pair_features``).
+    With ``score_at`` (scoring): one sample per pair key, cut at its latest instant at or
+    before that time for events not yet started; ``arb_ahead`` then looks past the data
+    and means nothing.
     """
     config = config or PairSequenceConfig()
     names = list(PAIR_CHANNELS)
@@ -959,11 +989,20 @@ def build_arbitrage_pair_sequences(
                 )
             )
         try:
+            if score_at is None:
+                cut_filter = _TRAINING_CUTS.format(
+                    min_len=config.min_len, stride=config.cut_stride, horizon_us=horizon_us
+                )
+            else:
+                stamp = pd.Timestamp(score_at)
+                stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp
+                cut_filter = _SCORING_CUTS.format(
+                    min_len=config.min_len, score_at=sql_string(stamp.isoformat())
+                )
             c.execute(
                 _PAIR_SAMPLES_SQL.format(
+                    cut_filter=cut_filter,
                     min_len=config.min_len,
-                    stride=config.cut_stride,
-                    horizon_us=horizon_us,
                     max_len=config.max_len,
                     window_us=window_us,
                 )

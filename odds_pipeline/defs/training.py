@@ -228,7 +228,12 @@ def train_candidate(
             label=label,
             scaler=prepared.scaler.to_dict(),
             dataset_hash=prepared.dataset_hash,
-            extra={"params_source": source, "mlflow_experiment": experiment},
+            extra={
+                "params_source": source,
+                "mlflow_experiment": experiment,
+                # How to rebuild its inputs at scoring time (lookback, steps, decision offset).
+                "dataset_config": dict(prepared.raw["train"].config),
+            },
         )
         result.model.cpu()
         info = tracking.log_sequence_model(result.model, spec, candidate.input_example(prepared))

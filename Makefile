@@ -25,7 +25,15 @@ $(DAGSTER_HOME)/dagster.yaml:
 	@cp -n data/dagster_home/dagster.yaml $(DAGSTER_HOME)/dagster.yaml 2>/dev/null || true
 
 run: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/dagster job execute -m odds_pipeline.definitions -j default_pipeline
+	@# A candidate refused by a quality gate fails the run at that gate (by design: the alias
+	@# does not move); `models --require-judged` then tells a refusal from a broken pipeline.
+	$(BIN)/dagster job execute -m odds_pipeline.definitions -j default_pipeline \
+		--tags '{"odds_pipeline/trigger": "make run"}' \
+		|| echo ">>> default_pipeline did not end green: see each model's decision below"
+	$(BIN)/odds-pipeline models --require-judged
+	$(BIN)/dagster asset materialize -m odds_pipeline.definitions \
+		--select win_probability_predictions,arbitrage_scores \
+		--partition "$$($(BIN)/odds-pipeline latest-day --source simulator)"
 	$(BIN)/odds-pipeline summary
 	@echo ""
 	@echo "Done. Dagster UI:  make dev     (then http://127.0.0.1:3000)"

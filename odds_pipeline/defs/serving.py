@@ -191,6 +191,5 @@ SERVING_ASSETS = [win_probability_predictions, arbitrage_scores]
 serving_job = dg.define_asset_job(
     name="serving",
     selection=dg.AssetSelection.assets(*SERVING_ASSETS),
-    partitions_def=DAILY,
     description="Score one day with the champions (or their fallbacks): predictions and arbitrage scores.",
 )

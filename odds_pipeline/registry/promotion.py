@@ -230,3 +230,34 @@ def model_card(
 
 def describe_version(name: str, version: str, text: str, uri: str | None = None) -> None:
     tracking.client(uri).update_model_version(name, str(version), description=text)
+
+
+def model_status(uri: str | None = None) -> dict[str, dict[str, Any]]:
+    """Per registered model: champion, challenger and previous champion with gate verdicts."""
+    from odds_pipeline.training.kinds import KINDS
+
+    client = tracking.client(uri)
+    out: dict[str, dict[str, Any]] = {}
+    for kind in KINDS.values():
+        name = kind.registered_model
+        entry: dict[str, Any] = {}
+        for alias in (tracking.CHAMPION, tracking.CHALLENGER, tracking.PREVIOUS_CHAMPION):
+            version = alias_version(name, alias, uri)
+            if version is None:
+                entry[alias] = None
+                continue
+            tags = dict(client.get_model_version(name, version).tags)
+            passed = tags.get(GATES_PASSED_TAG)
+            entry[alias] = {
+                "version": version,
+                "gates": "not judged"
+                if passed is None
+                else ("passed" if passed == "true" else "refused"),
+                "failed": {
+                    k[len(GATE_TAG_PREFIX) :]: tags.get(f"{k}.summary", "")
+                    for k, v in tags.items()
+                    if k.startswith(GATE_TAG_PREFIX) and not k.endswith(".summary") and v == "fail"
+                },
+            }
+        out[name] = entry
+    return out

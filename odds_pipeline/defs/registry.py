@@ -18,7 +18,12 @@ from odds_pipeline.registry.decision import GATE_NAMES, GateThresholds, describe
 from odds_pipeline.training.kinds import KINDS, ModelKind
 
 from .metadata import WRITER_POOL, data_failure, latest_metadata, markdown_table
-from .resources import MlflowResource, WarehouseResource
+from .resources import (
+    MlflowResource,
+    WarehouseResource,
+    dagster_mlflow_tracking,
+    end_mlflow_on_run_finished,
+)
 
 GROUP = "registry"
 OWNERS = ["team:odds-ml"]
@@ -344,20 +349,18 @@ class RollbackConfig(dg.Config):
 
 @dg.op(
     pool=WRITER_POOL,
-    description="Moves `champion` back to `previous_champion` and records the rollback.",
+    required_resource_keys={"mlflow", "warehouse"},
+    description="Moves `champion` back to `previous_champion` and records the rollback (in "
+    "model_promotions and as an MLflow run of experiment odds-registry).",
 )
-def rollback_model(
-    context: dg.OpExecutionContext,
-    config: RollbackConfig,
-    warehouse: WarehouseResource,
-    mlflow: MlflowResource,
-) -> dict[str, str]:
+def rollback_model(context: dg.OpExecutionContext, config: RollbackConfig) -> dict[str, str]:
     from odds_pipeline.registry import promotion
     from odds_pipeline.training.kinds import kind_for_model
 
+    uri = context.resources.mlflow.tracking_uri
     try:
         kind_for_model(config.model)
-        was, now = promotion.rollback(config.model, mlflow.uri())
+        was, now = promotion.rollback(config.model, uri)
     except (ValueError, promotion.PromotionError) as exc:
         raise data_failure(str(exc)) from exc
     decision = promotion.Decision(
@@ -370,16 +373,24 @@ def rollback_model(
         gates={},
         dagster_run_id=context.run.run_id,
     )
+    warehouse: WarehouseResource = context.resources.warehouse
     with warehouse.store().connection() as con:
         promotion.record(con, decision)
+    # dagster-mlflow's run for this Dagster run: the rollback is visible in MLflow too.
+    context.resources.mlflow.log_params(
+        {"model": config.model, "from_version": was, "to_version": now, "reason": config.reason}
+    )
     context.log.info(f"{config.model}: champion moved back from v{was} to v{now}")
     context.add_output_metadata({"from_version": was, "to_version": now})
     return {"from_version": was, "to_version": now}
 
 
 @dg.job(
-    description="Roll a model's `champion` alias back to `previous_champion` (config: the model).",
+    description="Roll a model's `champion` alias back to `previous_champion` (config: the model). "
+    "Recorded in model_promotions and as an MLflow run (dagster-mlflow) in odds-registry.",
     tags={"odds_pipeline/kind": "registry"},
+    resource_defs={"mlflow": dagster_mlflow_tracking, "warehouse": WarehouseResource()},
+    hooks={end_mlflow_on_run_finished},
 )
 def rollback_champion():
     rollback_model()

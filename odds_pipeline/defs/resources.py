@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+from dagster._core.definitions.decorators.hook_decorator import event_list_hook
 from pydantic import Field
 
 from odds_pipeline.ingestion.store import OddsStore
@@ -182,3 +183,47 @@ class MlflowResource(dg.ConfigurableResource):
 
     def model_url(self, name: str, version: str | int) -> str:
         return f"{self.ui_url.rstrip('/')}/#/models/{name}/versions/{version}"
+
+
+# --------------------------------------------------------------------------- dagster-mlflow
+
+REGISTRY_EXPERIMENT = "odds-registry"
+
+
+@dg.resource(
+    config_schema={
+        "experiment_name": dg.Field(str, default_value=REGISTRY_EXPERIMENT),
+        "mlflow_tracking_uri": dg.Field(
+            dg.Noneable(str),
+            default_value=None,
+            description="Empty = the state home's store (sqlite:///<state>/mlflow/mlflow.db).",
+        ),
+    },
+    description="dagster-mlflow's `mlflow_tracking`: one MLflow run per Dagster run of an op job "
+    "(ended by the `end_mlflow_on_run_finished` hook). Loaded when a run starts, not when the "
+    "code location loads (dagster_mlflow imports mlflow at import).",
+)
+def dagster_mlflow_tracking(init_context: dg.InitResourceContext) -> Any:
+    from types import SimpleNamespace
+
+    from dagster_mlflow.resources import MlFlow
+
+    config = dict(init_context.resource_config)
+    config["mlflow_tracking_uri"] = config.get("mlflow_tracking_uri") or tracking.tracking_uri()
+    tracking.get_or_create_experiment(config["experiment_name"], config["mlflow_tracking_uri"])
+    # MlFlow reads only these attributes of its init context.
+    shim = SimpleNamespace(
+        log=init_context.log,
+        dagster_run=init_context.dagster_run,
+        run_id=init_context.run_id,
+        resource_config=config,
+    )
+    return MlFlow(shim)
+
+
+@event_list_hook(name="end_mlflow_on_run_finished", required_resource_keys={"mlflow"})
+def end_mlflow_on_run_finished(context: Any, event_list: list[Any]) -> Any:
+    """dagster-mlflow's hook (imported when it fires): ends the run FINISHED or FAILED."""
+    from dagster_mlflow import end_mlflow_on_run_finished as hook
+
+    return hook.decorated_fn(context, event_list)

@@ -196,6 +196,7 @@ def train_candidate(
         candidate.mlflow_log_json(
             {"manifest.json": prepared.manifest, "scaler.json": prepared.scaler.to_dict()}
         )
+        tracking.log_dataset_input(prepared.path, kind.dataset_asset, prepared.dataset_hash)
         context.log.info(
             f"training {kind.name} on {device}: {len(prepared.raw['train'])} train / "
             f"{len(prepared.raw['validation'])} validation / {len(prepared.raw['test'])} test rows"
@@ -248,6 +249,14 @@ def train_candidate(
             context.log.info(
                 f"registered {model_name} version {version.version} with alias "
                 f"{tracking.CHALLENGER}"
+            )
+            tracking.describe_model(
+                model_name,
+                f"Runs of the {kind.title} candidate (`{kind.asset_prefix}_candidate`), each judged "
+                f"on its test window against its baseline ({kind.baselines}).",
+                f"{kind.title}. Aliases: `challenger` = latest candidate, `champion` = the version "
+                "that passed every quality gate and serves, `previous_champion` = rollback target.",
+                uri=mlflow_resource.uri(),
             )
 
     main = comps[0].metrics

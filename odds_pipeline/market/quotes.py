@@ -128,6 +128,9 @@ class ParseResult:
     files: list[str] = field(default_factory=list)
     unknown_columns: dict[str, list[str]] = field(default_factory=dict)
     notes: dict[str, object] = field(default_factory=dict)
+    # Problems that did not stop the load (a cut-short last row, a fallback encoding),
+    # one line each naming the file, for the asset's metadata.
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def quotes_accepted(self) -> int:
@@ -217,6 +220,7 @@ def combine(results: list[ParseResult]) -> ParseResult:
         files=[f for r in results for f in r.files],
         unknown_columns=unknown,
         notes=notes,
+        warnings=[w for r in results for w in r.warnings],
     )
 
 

@@ -628,3 +628,24 @@ def finite_or_none(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return number if math.isfinite(number) else None
+
+
+def log_dataset_input(path: str, name: str, digest: str, context: str = "training") -> None:
+    """The dataset folder as an MLflow dataset input of the active run (name, hash, source)."""
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    dataset = MetaDataset(source=resolve_dataset_source(path), name=name, digest=digest[:36])
+    mlflow.log_input(dataset, context=context)
+
+
+def describe_model(
+    name: str, experiment_text: str, model_text: str, uri: str | None = None
+) -> None:
+    """Descriptions a person reads in the MLflow UI: the experiment's note, the model's text."""
+    c = client(uri)
+    experiment = c.get_experiment_by_name(name)
+    if experiment is not None:
+        c.set_experiment_tag(experiment.experiment_id, "mlflow.note.content", experiment_text)
+    c.update_registered_model(name, description=model_text)

@@ -144,17 +144,24 @@ def test_promotion_refusal_and_rollback(instance):
     # 4. Rollback moves champion back and records it; a second one fails clearly.
     rolled = rollback_champion.execute_in_process(
         instance=instance,
-        resources=RESOURCES,
         run_config={"ops": {"rollback_model": {"config": {"model": NAME, "reason": "test"}}}},
     )
     assert rolled.success
     assert promotion.alias_version(NAME, tracking.CHAMPION) == "1"
     assert promotion.alias_version(NAME, tracking.PREVIOUS_CHAMPION) is None
+    # dagster-mlflow recorded the rollback as one finished MLflow run tagged with the Dagster run.
+    client = tracking.client()
+    logged = client.search_runs(
+        [client.get_experiment_by_name("odds-registry").experiment_id],
+        filter_string=f"tags.dagster_run_id = '{rolled.run_id}'",
+    )
+    assert len(logged) == 1 and logged[0].info.status == "FINISHED"
+    assert logged[0].data.params["to_version"] == "1"
+    assert tracking.running_runs() == []
     row = _decisions().iloc[0]
     assert (row["decision"], row["from_version"], row["to_version"]) == ("rollback", "3", "1")
     again = rollback_champion.execute_in_process(
         instance=instance,
-        resources=RESOURCES,
         run_config={"ops": {"rollback_model": {"config": {"model": NAME}}}},
         raise_on_error=False,
     )

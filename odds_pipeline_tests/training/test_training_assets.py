@@ -224,6 +224,10 @@ def test_job_execution_trains_registers_and_leaves_no_run_running(instance):
         assert run.info.status == "FINISHED"
         assert run.data.tags[tracking.DAGSTER_RUN_TAG] == result.run_id
         assert run.data.params["dataset_hash"] == md["dataset_hash"]
+        inputs = run.inputs.dataset_inputs
+        assert [i.dataset.digest for i in inputs] == [md["dataset_hash"][:36]]
+        assert client.get_registered_model(name).description
+        assert md["headline_ratio_ci_low"] <= md["headline_ratio"] <= md["headline_ratio_ci_high"]
         assert "git_commit" in run.data.params and "version.torch" in run.data.params
         assert "train_loss" in run.data.metrics and "val_loss" in run.data.metrics
         history = client.get_metric_history(run.info.run_id, "val_loss")

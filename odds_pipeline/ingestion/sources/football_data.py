@@ -39,7 +39,6 @@ Choices a reader of the store must know:
 
 from __future__ import annotations
 
-import io
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -48,7 +47,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from odds_pipeline.ingestion.sources import load_id_for
+from odds_pipeline.ingestion.sources import CsvTable, load_id_for, read_csv_table
 from odds_pipeline.market.quotes import (
     CANDIDATE_COLUMNS,
     EVENT_COLUMNS,
@@ -238,49 +237,27 @@ def discover_columns(columns: Sequence[str]) -> ColumnPlan:
     return plan
 
 
-_EDGE_SPACE = re.compile(rb"[ \t][,\r\n]|[,\n][ \t]")
+_EDGE_SPACE = re.compile(r"(?:^|,)[ \t]|[ \t](?:,|$)")  # a cell with padding, in a joined row
 
 
-def _read_csv(path: Path) -> tuple[pd.DataFrame, list[str]]:
-    """All cells as stripped strings; blank lines kept so line numbers stay true."""
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")  # the site's files start with a BOM
-    except UnicodeDecodeError as exc:
-        raise SourceFormatError(
-            str(path), data.count(b"\n", 0, exc.start) + 1, f"not UTF-8 text ({exc.reason})"
-        ) from exc
-    try:
-        frame = pd.read_csv(
-            io.StringIO(text),
-            dtype=str,
-            keep_default_na=False,
-            na_filter=False,
-            skip_blank_lines=False,
-            index_col=False,
-        )
-    except pd.errors.EmptyDataError as exc:
-        raise SourceFormatError(str(path), 1, "empty file: no header row") from exc
-    except pd.errors.ParserError as exc:
-        match = re.search(r"line (\d+)", str(exc))
-        raise SourceFormatError(
-            str(path), int(match[1]) if match else None, f"malformed CSV: {exc}"
-        ) from exc
-    header = [str(c).strip() for c in frame.columns]
+def _read_csv(path: Path) -> tuple[pd.DataFrame, list[str], CsvTable]:
+    """All cells as stripped strings, one row per record, plus the table's shape facts.
+
+    `read_csv_table` has checked every row's field count and the header's names, so a
+    comma inside a team name fails the file instead of shifting the row by one column.
+    """
+    table = read_csv_table(path)
     # HT/AT are the team columns only in files that lack HomeTeam/AwayTeam.
     header = [
-        COLUMN_ALIASES[c] if c in COLUMN_ALIASES and COLUMN_ALIASES[c] not in header else c
-        for c in header
+        COLUMN_ALIASES[c] if c in COLUMN_ALIASES and COLUMN_ALIASES[c] not in table.header else c
+        for c in table.header
     ]
-    duplicated = sorted({c for c in header if header.count(c) > 1})
-    if duplicated:
-        raise SourceFormatError(str(path), 1, f"duplicate column names {duplicated}")
-    frame.columns = header
-    if len(frame) and _EDGE_SPACE.search(data):
+    frame = pd.DataFrame(table.rows, columns=header, dtype=object)
+    if len(frame) and any(_EDGE_SPACE.search(",".join(row)) for row in table.rows):
         # Some cell has padding: strip every cell in one vectorized pass.
         cells = np.strings.strip(frame.to_numpy(dtype=str)).astype(object)
         frame = pd.DataFrame(cells, columns=header)
-    return frame, header
+    return frame, header, table
 
 
 def _parse_dates(text: pd.Series) -> pd.Series:
@@ -346,18 +323,25 @@ def parse_file(
     default_time = _parse_clock(default_kickoff_time)
     offset = pd.Timedelta(hours=float(prematch_offset_hours))
 
-    raw, header = _read_csv(path)
+    raw, header, table = _read_csv(path)
     missing = [c for c in KEY_COLUMNS if c not in header]
     if missing:
         raise SourceFormatError(
-            str(path), 1, f"missing key column(s) {missing}; header starts {header[:6]}"
+            str(path),
+            table.header_line,
+            f"missing key column(s) {missing}; header starts {header[:6]}",
         )
 
-    line_numbers = raw.index.to_numpy() + 2  # header is line 1
-    # Fully-empty rows (blank lines, trailing ',,,,') are no match: dropped, not counted.
+    line_numbers = np.asarray(table.lines, dtype=np.int64)
+    # A last row cut short (truncated download): its prices are rejected, it gives no match.
+    cut = np.zeros(len(raw), dtype=bool)
+    if table.truncated is not None:
+        cut[table.truncated] = True
+    # Fully-empty rows (trailing ',,,,') are no match: dropped, not counted.
     keep = (raw != "").any(axis=1).to_numpy()
     frame = raw.loc[keep].reset_index(drop=True)
     line_numbers = line_numbers[keep]
+    cut = cut[keep]
     n = len(frame)
 
     # Header-less filler columns (`,,,,,` at the end of a header) are ignored when empty.
@@ -394,7 +378,7 @@ def parse_file(
     event_id = "fd:" + leagues + ":" + day + ":" + _slug(home) + ":" + _slug(away)
     season = _season_of(dates)
 
-    valid = ~(bad_date | bad_time | missing_team)
+    valid = ~(bad_date | bad_time | missing_team | cut)
     events = pd.DataFrame(
         {
             "event_id": event_id,
@@ -467,6 +451,7 @@ def parse_file(
 
     reason = np.full(len(long), None, dtype=object)
     for mask, why in (
+        (cut[row], "truncated_row"),
         (bad_date[row], "bad_date"),
         (bad_time[row], "bad_kickoff_time"),
         (missing_team[row], "missing_team"),
@@ -500,12 +485,20 @@ def parse_file(
         },
         columns=[*CANDIDATE_COLUMNS, "ingested_at"],
     )
+    if cut.any() and not cut[row].any():
+        # A cut row without a price cell still shows in the rejects, as one record read.
+        candidates = pd.concat(
+            [candidates, _row_reject(name, event_id, line_numbers, cut)], ignore_index=True
+        )
+        prices_read += 1
     quotes, rejected = validate_candidates(
         candidates, load_id=load_id_for(SOURCE, path), keep_in_play=keep_in_play
     )
+    if table.truncated_text is not None:
+        rejected.loc[rejected["reason"] == "truncated_row", "raw"] = table.truncated_text
 
     # List-valued notes, so `combine` concatenates them across files.
-    notes: dict[str, object] = {}
+    notes: dict[str, object] = {"file_encodings": [f"{name}: {table.encoding}"]}
     if plan.unmapped_prefixes:
         notes["unmapped_bookmaker_prefixes"] = plan.unmapped_prefixes
     if defaulted.any():
@@ -519,4 +512,32 @@ def parse_file(
         files=[str(path)],
         unknown_columns={name: plan.unknown} if plan.unknown else {},
         notes=notes,
+        warnings=table.warnings,
+    )
+
+
+def _row_reject(
+    name: str, event_id: pd.Series, line_numbers: np.ndarray, cut: np.ndarray
+) -> pd.DataFrame:
+    """One candidate standing for the cut-short row itself (it had no price cell)."""
+    i = int(np.flatnonzero(cut)[0])
+    missing_time = pd.Series([pd.NaT], dtype="datetime64[ns, UTC]")
+    return pd.DataFrame(
+        {
+            "source": SOURCE,
+            "event_id": [event_id.iloc[i]],
+            "bookmaker": None,
+            "market": None,
+            "outcome": None,
+            "outcome_name": None,
+            "point": np.nan,
+            "price": np.nan,
+            "price_raw": None,
+            "observed_at": missing_time,
+            "commence_time": missing_time,
+            "source_file": name,
+            "source_record": f"line {line_numbers[i]}",
+            "reason": "truncated_row",
+            "ingested_at": missing_time,
+        }
     )

@@ -140,7 +140,23 @@ _OK, _MISSING, _ZONELESS, _UNPARSEABLE = 0, 1, 2, 3
 
 
 class _Malformed(Exception):
-    """A payload whose structure is not an Odds API response (mapped to SourceFormatError)."""
+    """A payload whose structure is not an Odds API response (mapped to SourceFormatError).
+
+    `top_level`: the document itself is wrong (an error object, no `data`), so the line
+    where it starts is the line to name; `line`: the line, when the error found it.
+    """
+
+    def __init__(self, message: str, *, top_level: bool = False, line: int | None = None):
+        super().__init__(message)
+        self.top_level = top_level
+        self.line = line
+
+
+_LINE_ROOT = re.compile(r"^line (\d+): ")
+# Nesting deeper than this is no Odds API response (an envelope's outcome sits 9 deep).
+_NESTING_SHOWN = 100
+_JSON_TOKEN = re.compile(rb'"(?:[^"\\\n]|\\.)*"|[\[\]{}\n]')
+_LONG_NUMBER = re.compile(rb"\d{4301,}")  # beyond Python's int-from-string digit limit
 
 
 # --------------------------------------------------------------------------------------
@@ -192,11 +208,18 @@ def _objects(values: Sequence[Any]) -> np.ndarray:
     return out
 
 
-def _code(values: Sequence[Any]) -> _Coded:
+def _code(values: Sequence[Any], where: Callable[[int], str] | None = None) -> _Coded:
+    """Factorize one field; `where(i)` names the i-th value ("line 3: data[0].id")."""
     try:
         codes, uniques = pd.factorize(_objects(values), use_na_sentinel=True)
     except TypeError:  # a JSON object or array where a scalar belongs
-        raise _Malformed("a JSON object or array where a string or number belongs") from None
+        bad = next(i for i, v in enumerate(values) if isinstance(v, (dict, list)))
+        path = where(bad) if where is not None else ""
+        found = _LINE_ROOT.match(path)
+        raise _Malformed(
+            f"{path}: a JSON {type(values[bad]).__name__} where a string or number belongs",
+            line=int(found[1]) if found else None,
+        ) from None
     return codes.astype(np.int64, copy=False), np.asarray(uniques, dtype=object)
 
 
@@ -250,10 +273,12 @@ class _Flattener:
             if "data" not in payload:
                 if "message" in payload:
                     raise _Malformed(
-                        f"an error response, not odds: {str(payload['message'])[:200]!r}"
+                        f"an error response, not odds: {str(payload['message'])[:200]!r}",
+                        top_level=True,
                     )
                 raise _Malformed(
-                    "a JSON object without `data`: neither a list of events nor an envelope"
+                    "a JSON object without `data`: neither a list of events nor an envelope",
+                    top_level=True,
                 )
             self.unknown.update(f"envelope.{k}" for k in payload.keys() - _ENVELOPE_KEYS)
             events = payload["data"]
@@ -268,7 +293,8 @@ class _Flattener:
             events, snapshot, envelope, root = payload, None, False, prefix
         else:
             raise _Malformed(
-                f"expected a list of events or an envelope, got a JSON {type(payload).__name__}"
+                f"expected a list of events or an envelope, got a JSON {type(payload).__name__}",
+                top_level=True,
             )
         if not isinstance(events, list):
             raise _Malformed(f"`data` is a JSON {type(events).__name__}, expected a list of events")
@@ -352,33 +378,61 @@ class _Flattener:
             if not missing[nan_rows].all():
                 raw = _objects(self.o_price)
         ints = partial(np.asarray, dtype=np.int64)
+        at_event, at_book, at_market, at_outcome = self._paths()
         return _Levels(
             p_root=self.p_root,
-            p_snapshot=_code(self.p_snapshot),
+            p_snapshot=_code(self.p_snapshot, lambda i: f"{self._root(i)}timestamp"),
             p_envelope=np.asarray(self.p_envelope, dtype=bool),
             e_payload=ints(self.e_payload),
             e_pos=ints(self.e_pos),
-            e_id=_code(self.e_id),
-            e_sport=_code(self.e_sport),
-            e_title=_code(self.e_title),
-            e_commence=_code(self.e_commence),
-            e_home=_code(self.e_home),
-            e_away=_code(self.e_away),
+            e_id=_code(self.e_id, at_event("id")),
+            e_sport=_code(self.e_sport, at_event("sport_key")),
+            e_title=_code(self.e_title, at_event("sport_title")),
+            e_commence=_code(self.e_commence, at_event("commence_time")),
+            e_home=_code(self.e_home, at_event("home_team")),
+            e_away=_code(self.e_away, at_event("away_team")),
             m_event=ints(self.m_event),
             m_book_pos=ints(self.m_book_pos),
             m_pos=ints(self.m_pos),
             m_count=ints(self.m_count),
-            m_book=_code(self.m_book),
-            m_book_lu=_code(self.m_book_lu),
-            m_key=_code(self.m_key),
-            m_lu=_code(self.m_lu),
-            o_name=_code(self.o_name),
+            m_book=_code(self.m_book, at_book("key")),
+            m_book_lu=_code(self.m_book_lu, at_book("last_update")),
+            m_key=_code(self.m_key, at_market("key")),
+            m_lu=_code(self.m_lu, at_market("last_update")),
+            o_name=_code(self.o_name, at_outcome("name")),
             o_value=values,
             o_missing=missing,
             o_raw=raw,
             o_point=_floats(self.o_point),
             unknown=self.unknown,
         )
+
+    def _root(self, payload: int) -> str:
+        """The payload's path root without its `data` ("line 3: " for line 3's envelope)."""
+        root = self.p_root[payload]
+        return root.removesuffix("data") if self.p_envelope[payload] else root
+
+    def _paths(self) -> tuple[Callable[[str], Callable[[int], str]], ...]:
+        """Builders of `where(i)` for `_code`, per level: only called when a value is bad."""
+
+        def event(i: int) -> str:
+            return f"{self.p_root[self.e_payload[i]]}[{self.e_pos[i]}]"
+
+        def book(i: int) -> str:
+            return f"{event(self.m_event[i])}.bookmakers[{self.m_book_pos[i]}]"
+
+        def market(i: int) -> str:
+            return f"{book(i)}.markets[{self.m_pos[i]}]"
+
+        def outcome(i: int) -> str:
+            ends = np.cumsum(self.m_count)
+            m = int(np.searchsorted(ends, i, side="right"))
+            return f"{market(m)}.outcomes[{i - (ends[m] - self.m_count[m])}]"
+
+        def at(level: Callable[[int], str]) -> Callable[[str], Callable[[int], str]]:
+            return lambda name: lambda i: f"{level(i)}.{name}"
+
+        return at(event), at(book), at(market), at(outcome)
 
 
 def _arrow_schema() -> Any:
@@ -813,23 +867,86 @@ def _finish(
 
 
 def _file_bytes(path: Path) -> tuple[bytes, bool]:
-    """(decompressed content, one document a line?) for a saved response file."""
+    """(decompressed content, one document a line?) for a saved response file.
+
+    Errors found before any line is read say why they name none.
+    """
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise SourceFormatError(
-            str(path), None, f"cannot read file: {exc.strerror or exc}"
+            str(path), None, f"cannot read the file, so no line to name: {exc.strerror or exc}"
         ) from exc
+    if not data:
+        raise SourceFormatError(
+            str(path), None, "empty file (0 bytes), so no line to name: no response in it"
+        )
     if data[:2] == _GZIP_MAGIC:
         try:
             data = gzip.decompress(data)
         except (OSError, EOFError, zlib.error) as exc:
             raise SourceFormatError(
-                str(path), None, f"corrupt or truncated gzip stream: {exc}"
+                str(path),
+                None,
+                f"corrupt or truncated gzip stream (compressed bytes have no lines): {exc}",
             ) from None
     if not data.strip():
-        raise SourceFormatError(str(path), None, "empty file: no response in it")
+        lines = data.count(b"\n") + (not data.endswith(b"\n"))
+        raise SourceFormatError(
+            str(path),
+            None,
+            f"empty file: {len(data)} byte(s) of whitespace on {lines} line(s), no line with "
+            "a response in it",
+        )
     return data, path.name.lower().removesuffix(".gz").endswith(_LINE_SUFFIXES)
+
+
+def _first_line(data: bytes) -> int:
+    """The line where a single JSON document starts (its first non-blank byte)."""
+    stripped = data.lstrip()
+    return _line_at(data, len(data) - len(stripped))
+
+
+def _line_at(data: bytes, offset: int) -> int:
+    return data.count(b"\n", 0, offset) + 1
+
+
+def _too_deep(path: Path, data: bytes, number: int | None) -> SourceFormatError:
+    """RecursionError from json.loads -> the line where the nesting passes any response's."""
+    line = number
+    if line is None:
+        depth, line_no = 0, 1
+        for token in _JSON_TOKEN.finditer(data):
+            char = token.group()
+            if char == b"\n":
+                line_no += 1
+            elif char in (b"[", b"{"):
+                depth += 1
+                if depth > _NESTING_SHOWN:
+                    line = line_no
+                    break
+            elif char in (b"]", b"}"):
+                depth -= 1
+    return SourceFormatError(
+        str(path),
+        line,
+        f"JSON nested too deeply to decode (more than {_NESTING_SHOWN} levels from here; an "
+        "Odds API response nests 9)"
+        + ("" if line is not None else " - no line found: the decoder gives no position"),
+    )
+
+
+def _bad_value(path: Path, data: bytes, number: int | None, exc: ValueError) -> SourceFormatError:
+    """A ValueError that is no JSONDecodeError (a number too long for Python's int)."""
+    line = number
+    if line is None and (found := _LONG_NUMBER.search(data)):
+        line = _line_at(data, found.start())
+    return SourceFormatError(
+        str(path),
+        line,
+        f"unreadable JSON value: {str(exc).split(';')[0]}"
+        + ("" if line is not None else " - no line: the decoder gives no position"),
+    )
 
 
 def _documents(path: Path, data: bytes, lines: bool) -> Iterator[tuple[int | None, Any]]:
@@ -844,7 +961,13 @@ def _documents(path: Path, data: bytes, lines: bool) -> Iterator[tuple[int | Non
                     str(path), exc.lineno, f"invalid JSON: {exc.msg} (column {exc.colno})"
                 ) from None
         except UnicodeDecodeError as exc:
-            raise SourceFormatError(str(path), None, f"not UTF-8 text: {exc.reason}") from None
+            raise SourceFormatError(
+                str(path), _line_at(data, exc.start), f"not UTF-8 text: {exc.reason}"
+            ) from None
+        except RecursionError:
+            raise _too_deep(path, data, None) from None
+        except ValueError as exc:
+            raise _bad_value(path, data, None, exc) from None
     for number, line in enumerate(data.split(b"\n"), start=1):
         if not line.strip():
             continue
@@ -856,12 +979,11 @@ def _documents(path: Path, data: bytes, lines: bool) -> Iterator[tuple[int | Non
             ) from None
         except UnicodeDecodeError as exc:
             raise SourceFormatError(str(path), number, f"not UTF-8 text: {exc.reason}") from None
+        except RecursionError:
+            raise _too_deep(path, line, number) from None
+        except ValueError as exc:
+            raise _bad_value(path, line, number, exc) from None
         yield number, doc
-
-
-def _read_documents(path: Path) -> Iterator[tuple[int | None, Any]]:
-    data, lines = _file_bytes(path)
-    return _documents(path, data, lines)
 
 
 def _python_levels(path: Path, data: bytes, lines: bool) -> _Levels:
@@ -870,9 +992,26 @@ def _python_levels(path: Path, data: bytes, lines: bool) -> _Levels:
     try:
         for number, doc in _documents(path, data, lines):
             flat.add(doc, f"line {number}: " if number is not None else "")
-        return flat.levels()
     except _Malformed as exc:
-        raise SourceFormatError(str(path), number, str(exc)) from None
+        raise _located(path, data, number, exc) from None
+    try:
+        return flat.levels()
+    except _Malformed as exc:  # a bad value somewhere in the file: it carries its own line
+        raise _located(path, data, exc.line, exc) from None
+
+
+def _located(path: Path, data: bytes, line: int | None, exc: _Malformed) -> SourceFormatError:
+    """Name the line: a document's own, where a single document starts, or say why none."""
+    if line is not None:
+        return SourceFormatError(str(path), line, str(exc))
+    if exc.top_level:
+        return SourceFormatError(str(path), _first_line(data), str(exc))
+    return SourceFormatError(
+        str(path),
+        None,
+        f"{exc} - no line: the file is one JSON document, decoded whole; the JSON path "
+        "locates the value",
+    )
 
 
 def _as_utc(value: Any, what: str) -> pd.Timestamp | None:
@@ -940,7 +1079,9 @@ def parse_payload(
         )
         levels = flat.levels()
     except _Malformed as exc:
-        raise SourceFormatError(source_file, None, str(exc)) from None
+        raise SourceFormatError(
+            source_file, None, f"{exc} - a response in memory, not a file: no line to name"
+        ) from None
     return _finish(
         levels,
         source_file=source_file,
@@ -1227,7 +1368,8 @@ class ReplayFeed(OddsFeed):
             return self._responses
         responses: dict[str, list[FeedResponse]] = {}
         for path in self.paths:
-            for number, doc in _read_documents(path):
+            data, lines = _file_bytes(path)
+            for number, doc in _documents(path, data, lines):
                 if isinstance(doc, dict):
                     events = doc.get("data") or []
                     events = [events] if isinstance(events, dict) else events
@@ -1236,7 +1378,10 @@ class ReplayFeed(OddsFeed):
                     events, snapshot = doc, None
                 if not isinstance(events, list):
                     raise SourceFormatError(
-                        str(path), number, "expected a list of events or an envelope"
+                        str(path),
+                        number if number is not None else _first_line(data),
+                        "expected a list of events or an envelope"
+                        + ("" if number is not None else " (the file's one JSON document)"),
                     )
                 by_sport: dict[str, list[dict[str, Any]]] = {}
                 for ev in events:

@@ -54,7 +54,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from odds_pipeline.ingestion.sources import load_id_for
+from odds_pipeline.ingestion.sources import CsvTable, load_id_for, read_csv_table
 from odds_pipeline.market.odds_math import american_to_decimal_array
 from odds_pipeline.market.quotes import (
     CANDIDATE_COLUMNS,
@@ -87,27 +87,22 @@ _SEASON_IN_NAME = re.compile(r"(?<!\d)((?:19|20)\d{2})[-_](\d{2}|\d{4})(?!\d)")
 _TIME_OF_DAY = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
-    """All cells as stripped strings; any file pandas cannot read is a SourceFormatError."""
-    try:
-        frame = pd.read_csv(
-            path, dtype=str, keep_default_na=False, encoding="utf-8-sig", skipinitialspace=True
-        )
-    except UnicodeDecodeError as exc:
-        raise SourceFormatError(str(path), None, f"not UTF-8 text ({exc.reason})") from exc
-    except pd.errors.EmptyDataError as exc:
-        raise SourceFormatError(str(path), None, "empty file, no header") from exc
-    except pd.errors.ParserError as exc:
-        raise SourceFormatError(str(path), None, f"not a readable CSV: {exc}") from exc
-    frame.columns = [str(c).strip() for c in frame.columns]
-    missing = [c for c in KEY_COLUMNS if c not in frame.columns]
+def _read_csv(path: Path) -> tuple[pd.DataFrame, CsvTable]:
+    """All cells as stripped strings; rows whose field count is off fail the file.
+
+    Without that check a comma inside the first row's team name made pandas take the first
+    column as the index, shifting every row so that none paired.
+    """
+    table = read_csv_table(path, skip_initial_space=True)
+    missing = [c for c in KEY_COLUMNS if c not in table.header]
     if missing:
         raise SourceFormatError(
             str(path),
-            1,
-            f"not an SBR odds file: missing key column(s) {missing} (header: {list(frame.columns)})",
+            table.header_line,
+            f"not an SBR odds file: missing key column(s) {missing} (header: {table.header})",
         )
-    return frame.apply(lambda col: col.str.strip())
+    rows = [[cell.strip() for cell in row] for row in table.rows]
+    return pd.DataFrame(rows, columns=table.header, dtype=object), table
 
 
 def _month_day(date: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -192,12 +187,18 @@ def parse_file(
     path = Path(path)
     if not _TIME_OF_DAY.match(default_tipoff_time):
         raise ValueError(f"default_tipoff_time must be HH:MM, got {default_tipoff_time!r}")
-    frame = _read_csv(path)
+    frame, table = _read_csv(path)
     n = len(frame)
     name = path.name
+    # A last row cut short (truncated download) is rejected and takes part in nothing else.
+    cut = np.zeros(n, dtype=bool)
+    if table.truncated is not None:
+        cut[table.truncated] = True
 
     # --- per-row dates -----------------------------------------------------------------
     month, day = _month_day(frame["Date"])
+    month[cut] = np.nan
+    day[cut] = np.nan
     start_year = _season_start_year(path, frame, month)
     season = f"{start_year}-{(start_year + 1) % 100:02d}"
     year = np.where(month >= 8, start_year, start_year + 1).astype("float64")
@@ -214,6 +215,7 @@ def parse_file(
 
     # --- pairing by rotation number ----------------------------------------------------
     rot = pd.to_numeric(frame["Rot"], errors="coerce").to_numpy(dtype="float64")
+    rot[cut] = np.nan  # its partner becomes `unpaired_row`
     next_rot = np.append(rot[1:], np.nan)
     with np.errstate(invalid="ignore"):
         first = (np.mod(rot, 2) == 1) & (next_rot == rot + 1)
@@ -262,6 +264,7 @@ def parse_file(
     ml_value = pd.to_numeric(ml_raw, errors="coerce").to_numpy(dtype="float64")
     reason = np.full(n, None, dtype=object)
     ordered = [
+        (cut, "truncated_row"),
         (~paired, "unpaired_row"),
         (~row_dates_known, "bad_date"),
         (row_pair_clash, "pair_date_mismatch"),
@@ -272,6 +275,8 @@ def parse_file(
         reason[pd.isna(reason) & mask] = why
 
     raw = [json.dumps(r) for r in frame.to_dict("records")]
+    if table.truncated is not None:
+        raw[table.truncated] = table.truncated_text  # as it stands in the file
     observed = tipoff.where(row_ok)
     candidates = pd.DataFrame(
         {
@@ -287,7 +292,7 @@ def parse_file(
             "observed_at": observed,
             "commence_time": observed,
             "source_file": name,
-            "source_record": [f"line {k + 2}, column ML" for k in range(n)],
+            "source_record": [f"line {k}, column ML" for k in table.lines],
             "reason": reason,
             "ingested_at": observed,  # "as observed" historical load
             "raw": raw,
@@ -346,7 +351,9 @@ def parse_file(
             "neutral_site": neutral_ids,
             "event_lines": event_lines,
             "year_column_mismatches": year_mismatches,
+            "file_encodings": [f"{name}: {table.encoding}"],
         },
+        warnings=table.warnings,
     )
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from odds_pipeline.cli import main
 from odds_pipeline.ingestion.sources import football_data as fd
 from odds_pipeline.ingestion.sources import load_id_for
 from odds_pipeline.market.quotes import (
@@ -283,13 +285,11 @@ def test_padded_cells_short_rows_and_accented_names(tmp_path):
     header = "Div,Date,HomeTeam,AwayTeam,B365H,B365D,B365A"
     rows = ["E0, 16/08/03 , Málaga ,Everton , 1.4 ,3.8,8", "E0,17/08/03,Leeds,Newcastle,2.5"]
     result = fd.parse_file(write(tmp_path, header, rows))
-    assert result.events["event_id"].tolist() == [
-        "fd:E0:2003-08-16:malaga:everton",
-        "fd:E0:2003-08-17:leeds:newcastle",
-    ]
+    # The short row ends the file: read as a truncated download, its price is rejected.
+    assert result.events["event_id"].tolist() == ["fd:E0:2003-08-16:malaga:everton"]
     assert result.events["home_team"].iloc[0] == "Málaga"
     assert quote(result, "B365H", "fd:E0:2003-08-16:malaga:everton")["price"] == 1.4
-    assert result.prices_read == 4 and result.rejected.empty
+    assert result.prices_read == 4 and result.rejected_reasons() == {"truncated_row": 1}
 
 
 def test_empty_cell_is_no_price_and_non_numeric_cell_is_rejected(tmp_path):
@@ -453,3 +453,106 @@ def test_every_real_epl_season_parses():
             assert "default_kickoff_time_files" not in result.notes, path.name
         else:
             assert result.notes["default_kickoff_time_files"] == [f"{path.name}: 380 rows"]
+
+
+# --- bad input: one clear error naming file, line and reason; nothing lost ---------------
+
+H7 = "Div,Date,HomeTeam,AwayTeam,B365H,B365D,B365A"
+ARSENAL = "E0,16/08/03,Arsenal,Everton,1.4,3.8,8"
+BRIGHTON_COMMA = "E0,17/08/03,Brighton, Hove,Everton,1.4,3.8,8"  # unquoted comma: 8 fields
+
+
+@pytest.mark.parametrize(
+    ("rows", "line"), [([BRIGHTON_COMMA, ARSENAL], 2), ([ARSENAL, BRIGHTON_COMMA], 3)]
+)
+def test_row_with_an_extra_field_fails_the_file_first_row_included(tmp_path, rows, line):
+    path = write(tmp_path, H7, rows)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no pandas ParserWarning may print before the error
+        with pytest.raises(SourceFormatError) as info:
+            fd.parse_file(path)
+    assert (info.value.path, info.value.line) == (str(path), line)
+    assert "8 fields" in info.value.reason and "header" in info.value.reason
+    assert "7" in info.value.reason
+
+
+def test_short_row_before_the_end_fails_the_file(tmp_path):
+    path = write(tmp_path, H7, ["E0,17/08/03,Leeds,Newcastle,2.5", ARSENAL])
+    with pytest.raises(SourceFormatError) as info:
+        fd.parse_file(path)
+    assert info.value.line == 2 and "5 fields" in info.value.reason and "7" in info.value.reason
+
+
+def test_cut_short_last_row_is_rejected_as_truncated_with_a_warning(tmp_path):
+    path = tmp_path / "E0_2003-2004.csv"
+    cut = "E0,17/08/03,Leeds,Newcastle,2.5,3."
+    path.write_text(f"{H7}\n{ARSENAL}\n{cut}", encoding="utf-8")  # a download cut mid-row
+    result = fd.parse_file(path)
+    assert result.prices_read == 5 and result.quotes_accepted == 3
+    assert result.rejected_reasons() == {"truncated_row": 2}
+    assert set(result.rejected["source_record"]) == {"line 3, column B365H", "line 3, column B365D"}
+    assert set(result.rejected["raw"]) == {cut}
+    assert result.events["home_team"].tolist() == ["Arsenal"]  # the cut row gives no event
+    assert len(result.warnings) == 1 and "line 3" in result.warnings[0]
+    assert "E0_2003-2004.csv" in result.warnings[0] and "truncated_row" in result.warnings[0]
+    assert_counts_add_up(result)
+
+
+def test_cut_short_last_row_without_a_price_is_still_kept_as_a_reject(tmp_path):
+    path = tmp_path / "E0_2003-2004.csv"
+    path.write_text(f"{H7}\n{ARSENAL}\nE0,17/08/03,Lee", encoding="utf-8")
+    result = fd.parse_file(path)
+    assert result.prices_read == 4 and result.quotes_accepted == 3
+    rejected = result.rejected.iloc[0]
+    assert (rejected["reason"], rejected["source_record"], rejected["raw"]) == (
+        "truncated_row",
+        "line 3",
+        "E0,17/08/03,Lee",
+    )
+    assert_counts_add_up(result)
+
+
+def test_duplicated_column_names_fail_the_file(tmp_path):
+    path = write(tmp_path, H7 + ",WHH,B365H", [ARSENAL + ",1.5,1.45"])
+    with pytest.raises(SourceFormatError) as info:
+        fd.parse_file(path)
+    assert info.value.line == 1 and "duplicate" in info.value.reason
+    assert "B365H" in info.value.reason and "B365H.1" not in info.value.reason
+
+
+def test_cp1252_file_falls_back_and_records_the_encoding(tmp_path):
+    path = tmp_path / "SP1_2003-2004.csv"
+    path.write_bytes(f"{H7}\nSP1,16/08/03,Atlético,Everton,1.4,3.8,8\n".encode("cp1252"))
+    result = fd.parse_file(path)
+    assert result.events["home_team"].tolist() == ["Atlético"]
+    assert result.events["event_id"].tolist() == ["fd:SP1:2003-08-16:atletico:everton"]
+    assert result.notes["file_encodings"] == ["SP1_2003-2004.csv: cp1252"]
+    assert any("cp1252" in w for w in result.warnings)
+    utf8 = fd.parse_file(write(tmp_path, H7, [ARSENAL]))
+    assert utf8.notes["file_encodings"] == ["E0_2022-2023.csv: utf-8 with BOM"]
+    assert utf8.warnings == []
+
+
+def test_zero_byte_file_says_why_no_line_is_named(tmp_path):
+    path = tmp_path / "E0_2003-2004.csv"
+    path.write_bytes(b"")
+    with pytest.raises(SourceFormatError) as info:
+        fd.parse_file(path)
+    assert info.value.line is None and "0 bytes" in info.value.reason
+    assert "no line" in info.value.reason
+
+
+def test_stray_quote_fails_the_file_instead_of_swallowing_rows(tmp_path):
+    rows = ['E0,16/08/03,"Arsenal,Everton,1.4,3.8,8', ARSENAL, ARSENAL]
+    with pytest.raises(SourceFormatError) as info:
+        fd.parse_file(write(tmp_path, H7, rows))
+    assert info.value.line == 2 and "quote" in info.value.reason
+
+
+def test_cli_prints_one_line_naming_file_line_and_counts(tmp_path, capsys):
+    path = write(tmp_path, H7, [BRIGHTON_COMMA, ARSENAL])
+    assert main(["inspect", "football-data", str(path)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}, line 2: ")

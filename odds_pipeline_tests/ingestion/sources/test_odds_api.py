@@ -856,3 +856,111 @@ def test_module_surface() -> None:
     assert odds_api.SOURCE == "odds_api"
     assert "americanfootball_nfl" in odds_api.DEFAULT_SPORTS
     assert odds_api.QUOTA_HEADERS == ("x-requests-remaining", "x-requests-used", "x-requests-last")
+
+
+# --------------------------------------------------------------------------- every error names a line or why none
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_deeply_nested_json_is_a_format_error_not_a_recursion_error(
+    tmp_path: Path, fast: bool
+) -> None:
+    single = tmp_path / "deep.json"
+    single.write_text("[" * 100_000)
+    with pytest.raises(SourceFormatError, match="nested") as err:
+        parse_file(single, fast=fast)
+    assert err.value.line == 1 and err.value.path == str(single)
+    lines = tmp_path / "deep.jsonl"
+    lines.write_text(json.dumps(envelope([event()])) + "\n" + "[" * 100_000 + "\n")
+    with pytest.raises(SourceFormatError, match="nested") as err:
+        parse_file(lines, fast=fast)
+    assert err.value.line == 2
+
+
+def test_deep_nesting_names_the_line_where_it_starts_in_a_pretty_printed_file(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "deep.json"
+    path.write_text('{\n  "data": [\n' + "[" * 100_000 + "\n")
+    with pytest.raises(SourceFormatError, match="nested") as err:
+        parse_file(path)
+    assert err.value.line == 3
+
+
+def test_number_too_long_for_python_is_a_format_error(tmp_path: Path) -> None:
+    path = tmp_path / "long.jsonl"
+    path.write_text(
+        json.dumps(envelope([event()])) + '\n{"data": [], "timestamp": ' + "9" * 5000 + "}\n"
+    )
+    with pytest.raises(SourceFormatError) as err:
+        parse_file(path)
+    assert err.value.line == 2 and err.value.path == str(path)
+
+
+def test_zero_byte_file_says_why_no_line_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "zero.json"
+    path.write_bytes(b"")
+    with pytest.raises(SourceFormatError, match="empty") as err:
+        parse_file(path)
+    assert err.value.line is None and "0 bytes" in err.value.reason
+    assert "no line" in err.value.reason
+
+
+@pytest.mark.parametrize(
+    ("text", "match", "line"),
+    [
+        ('{"message": "Invalid API key"}', "error response", 1),
+        ('\n\n{\n "timestamp": "2030-01-05T12:00:00Z"\n}', "without `data`", 3),
+        ("42", "got a JSON int", 1),
+    ],
+)
+def test_top_level_errors_of_a_single_document_name_its_line(
+    tmp_path: Path, text: str, match: str, line: int
+) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(text)
+    with pytest.raises(SourceFormatError, match=match) as err:
+        parse_file(path)
+    assert err.value.line == line
+
+
+def test_nested_error_in_a_single_document_says_why_no_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps([event(), 7], indent=2))
+    with pytest.raises(SourceFormatError, match=r"\[1\] is a JSON int") as err:
+        parse_file(path)
+    assert err.value.line is None and "no line" in err.value.reason
+
+
+def test_cli_prints_one_line_for_deep_json(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from odds_pipeline.cli import main
+
+    path = tmp_path / "deep.json"
+    path.write_text("[" * 100_000)
+    assert main(["inspect", "odds-api", str(path)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {path}, line 1: ")
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_object_where_a_string_belongs_names_its_own_line_not_the_last(
+    tmp_path: Path, fast: bool
+) -> None:
+    bad = event()
+    bad["home_team"] = {"name": "Bills"}
+    path = write_jsonl(tmp_path / "o.jsonl", [envelope([bad]), envelope([event()]), envelope([])])
+    with pytest.raises(SourceFormatError, match=r"data\[0\]\.home_team: a JSON dict") as err:
+        parse_file(path, fast=fast)
+    assert err.value.line == 1
+    single = write_json(tmp_path / "o.json", [event(), bad])
+    with pytest.raises(SourceFormatError, match=r"\[1\]\.home_team") as err:
+        parse_file(single)
+    assert err.value.line is None and "no line" in err.value.reason
+
+
+def test_replay_of_a_single_bad_document_names_where_it_starts(tmp_path: Path) -> None:
+    path = tmp_path / "bad.json"
+    path.write_text('\n{"data": "nope"}')
+    with pytest.raises(SourceFormatError) as err:
+        ReplayFeed([path]).fetch_odds("americanfootball_nfl")
+    assert err.value.line == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -452,3 +453,73 @@ def test_header_only_file_is_an_empty_load(tmp_path: Path) -> None:
     result = sbr.parse_file(write(tmp_path, []))
     assert result.prices_read == 0 and result.quotes.empty and result.events.empty
     assert result.notes["season"] == "2017-18" and result.notes["event_lines"].empty
+
+
+# --- bad input: one clear error naming file, line and reason; nothing lost ---------------
+
+
+def test_extra_field_on_the_first_row_fails_the_file(tmp_path: Path) -> None:
+    rows = [TWO_GAMES[0].replace("Boston", "Boston, MA"), *TWO_GAMES[1:]]
+    path = write(tmp_path, rows)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no pandas warning may print before the error
+        with pytest.raises(SourceFormatError) as info:
+            sbr.parse_file(path)
+    assert (info.value.path, info.value.line) == (str(path), 2)
+    assert "14 fields" in info.value.reason and "13" in info.value.reason
+
+
+def test_short_row_before_the_end_fails_the_file(tmp_path: Path) -> None:
+    rows = [TWO_GAMES[0], TWO_GAMES[1][:20], *TWO_GAMES[2:]]
+    with pytest.raises(SourceFormatError) as info:
+        sbr.parse_file(write(tmp_path, rows))
+    assert info.value.line == 3 and "fields" in info.value.reason
+
+
+def test_duplicated_column_names_fail_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, [r + ",100" for r in TWO_GAMES], header=HEADER + ",ML")
+    with pytest.raises(SourceFormatError) as info:
+        sbr.parse_file(path)
+    assert info.value.line == 1 and "duplicate" in info.value.reason
+    assert "'ML'" in info.value.reason and "ML.1" not in info.value.reason
+
+
+def test_cut_short_last_row_is_rejected_as_truncated_with_a_warning(tmp_path: Path) -> None:
+    path = tmp_path / "nba_odds_2017-18.csv"
+    cut = TWO_GAMES[3][:30]  # "1017,504,H,Orlando,25,25,25,25"
+    path.write_text(BOM + "\n".join([HEADER, *TWO_GAMES[:3], cut]), encoding="utf-8")
+    result = sbr.parse_file(path)
+    assert result.prices_read == 4 and result.quotes_accepted == 2
+    assert result.rejected_reasons() == {"truncated_row": 1, "unpaired_row": 1}
+    cut_row = result.rejected.set_index("reason").loc["truncated_row"]
+    assert (cut_row["source_record"], cut_row["raw"]) == ("line 5, column ML", cut)
+    assert list(result.events["event_id"]) == ["sbr:nba:2017-10-17:501-502"]
+    assert len(result.warnings) == 1 and "line 5" in result.warnings[0]
+
+
+def test_read_errors_name_a_line_or_say_why_none_applies(tmp_path: Path) -> None:
+    empty = tmp_path / "nba_odds_2017-18.csv"
+    empty.write_bytes(b"")
+    with pytest.raises(SourceFormatError) as info:
+        sbr.parse_file(empty)
+    assert info.value.line is None and "0 bytes" in info.value.reason
+    assert "no line" in info.value.reason
+    garbage = tmp_path / "nba_odds_2016-17.csv"
+    garbage.write_bytes(b"Date,Rot\n\xff\xfe\x00\x81garbage\n")
+    with pytest.raises(SourceFormatError) as info:
+        sbr.parse_file(garbage)
+    assert info.value.line == 2
+    quote = write(tmp_path, [TWO_GAMES[0].replace("Boston", '"Boston'), *TWO_GAMES[1:]])
+    with pytest.raises(SourceFormatError) as info:
+        sbr.parse_file(quote)
+    assert info.value.line == 2 and "quote" in info.value.reason
+
+
+def test_cp1252_file_falls_back_and_records_the_encoding(tmp_path: Path) -> None:
+    path = tmp_path / "nba_odds_2017-18.csv"
+    text = "\n".join([HEADER, *TWO_GAMES]).replace("Miami", "Montréal") + "\n"
+    path.write_bytes(text.encode("cp1252"))
+    result = sbr.parse_file(path)
+    assert "Montréal" in set(result.events["away_team"])
+    assert result.notes["file_encodings"] == ["nba_odds_2017-18.csv: cp1252"]
+    assert any("cp1252" in w for w in result.warnings)

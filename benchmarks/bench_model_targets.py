@@ -346,7 +346,55 @@ def _lstm_report(
     out["test"] = res
     ratio = res["overall"]["brier_ratio_model_market"]
     out["target"] = {"brier_ratio_le_1_01": ratio is not None and ratio <= 1.01, "ratio": ratio}
+    out["quality_gates"] = _gates(
+        y,
+        p,
+        market,
+        test.meta["event_id"].to_numpy(dtype=object),
+        "brier",
+        "market",
+        splits["train"].y,
+    )
     return out
+
+
+def _gates(
+    y: np.ndarray,
+    p: np.ndarray,
+    baseline: np.ndarray,
+    events: np.ndarray,
+    metric: str,
+    baseline_name: str,
+    y_train: np.ndarray,
+) -> dict[str, Any]:
+    """The quality gates' verdicts (registry.decision, default thresholds) on these test rows.
+
+    No champion (a first promotion); the dataset checks are the pipeline's, not a benchmark's.
+    """
+    from odds_pipeline.registry.decision import GateThresholds, judge
+
+    rows = pd.DataFrame(
+        {"event_id": events.astype(str), "y": y, "model": np.clip(p, 0, 1), "baseline": baseline}
+    )
+    info = {
+        "metric": metric,
+        "baseline_name": baseline_name,
+        "dataset_hash": "benchmark",
+        "train_rows": len(y_train),
+        "train_positives": int(np.sum(y_train)),
+    }
+    results = judge(
+        rows,
+        info,
+        GateThresholds(),
+        champion=None,
+        dataset_hash_now="benchmark",
+        dataset_verified=True,
+        steps_after_decision=0,
+    )
+    skip = ("dataset_hash", "point_in_time", "not_worse_than_champion")
+    verdicts = {k: r.summary for k, r in results.items() if k not in skip}
+    return {"promoted": all(r.passed for k, r in results.items()), "gates": verdicts}
 
 
 def _market_design(meta: pd.DataFrame) -> np.ndarray:
@@ -642,6 +690,29 @@ def _pair_report(
                 "best_rule_auc_pr": _metrics(y[sel], forecasts[best][sel])["auc_pr"],
             }
     out["test_by_market"] = by_market
+    # The gates' baseline: the calibrated rule with the best AUC-PR on validation (not test).
+    val = splits["validation"]
+    y_val = val.labels[label].astype(np.float64)
+    val_scores = {
+        name: _metrics(
+            y_val,
+            _platt(train_full.meta[col].to_numpy(np.float64), y_tr)(
+                val.meta[col].to_numpy(np.float64)
+            ),
+        )["auc_pr"]
+        or 0.0
+        for name, col in RULES.items()
+    }
+    chosen = max(val_scores, key=val_scores.get)
+    out["quality_gates"] = _gates(
+        y,
+        p,
+        forecasts[f"rule_{chosen}_calibrated"],
+        test.meta["event_id"].to_numpy(dtype=object),
+        "auc_pr",
+        f"rule_{chosen} (best on validation)",
+        y_tr,
+    )
     return out
 
 

@@ -15,8 +15,16 @@ from odds_pipeline.defs.jobs import (
     odds_api_live_job,
     odds_api_live_poll_schedule,
 )
+from odds_pipeline.defs.monitoring import (
+    MONITORING_ASSETS,
+    monitoring_job,
+    nightly_monitoring,
+    nightly_retrain,
+    retrain_job,
+)
 from odds_pipeline.defs.registry import CHAMPION_ASSETS, GATE_CHECKS, rollback_champion
 from odds_pipeline.defs.resources import MlflowResource, WarehouseResource, default_odds_feed
+from odds_pipeline.defs.sensors import SENSOR_JOBS, SENSORS
 from odds_pipeline.defs.serving import SERVING_ASSETS, serving_job
 from odds_pipeline.defs.training import CANDIDATE_ASSETS
 from odds_pipeline.defs.tuning import TUNING_ASSETS
@@ -34,6 +42,7 @@ def build_definitions() -> dg.Definitions:
             *CANDIDATE_ASSETS,
             *CHAMPION_ASSETS,
             *SERVING_ASSETS,
+            *MONITORING_ASSETS,
         ],
         asset_checks=[*INGESTION_CHECKS, *FEATURE_CHECKS, *GATE_CHECKS],
         jobs=[
@@ -43,8 +52,12 @@ def build_definitions() -> dg.Definitions:
             odds_api_live_job,
             rollback_champion,
             serving_job,
+            monitoring_job,
+            retrain_job,
+            *SENSOR_JOBS,
         ],
-        schedules=[odds_api_live_poll_schedule],
+        schedules=[odds_api_live_poll_schedule, nightly_monitoring, nightly_retrain],
+        sensors=SENSORS,
         resources={
             "warehouse": WarehouseResource(),
             "odds_feed": default_odds_feed(),

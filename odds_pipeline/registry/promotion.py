@@ -115,6 +115,8 @@ def verdict_tags(results: Mapping[str, GateResult]) -> dict[str, str]:
     tags[GATES_PASSED_TAG] = str(all(r.passed for r in results.values())).lower()
     for name, r in results.items():
         tags[f"{GATE_TAG_PREFIX}{name}.summary"] = r.summary[:500]
+        if r.value == r.value:  # not NaN: the number monitoring compares with later
+            tags[f"{GATE_TAG_PREFIX}{name}.value"] = f"{r.value:.6g}"
     return tags
 
 
@@ -138,7 +140,9 @@ def version_verdict(
     failed = {
         key[len(GATE_TAG_PREFIX) :]: tags.get(f"{key}.summary", "failed")
         for key, value in tags.items()
-        if key.startswith(GATE_TAG_PREFIX) and not key.endswith(".summary") and value == "fail"
+        if key.startswith(GATE_TAG_PREFIX)
+        and "." not in key[len(GATE_TAG_PREFIX) :]
+        and value == "fail"
     }
     return tags[GATES_PASSED_TAG] == "true", failed
 
@@ -256,7 +260,9 @@ def model_status(uri: str | None = None) -> dict[str, dict[str, Any]]:
                 "failed": {
                     k[len(GATE_TAG_PREFIX) :]: tags.get(f"{k}.summary", "")
                     for k, v in tags.items()
-                    if k.startswith(GATE_TAG_PREFIX) and not k.endswith(".summary") and v == "fail"
+                    if k.startswith(GATE_TAG_PREFIX)
+                    and "." not in k[len(GATE_TAG_PREFIX) :]
+                    and v == "fail"
                 },
             }
         out[name] = entry

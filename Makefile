@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch==2.13.0 is pinned in pyproject: on a CPU machine pip takes the local CPU wheel.
 	$(BIN)/pip install --quiet -e '.[dev]'
+	@# Debian's PostgreSQL for the Postgres-backed instance test (never fails the install).
+	@bash scripts/ensure_postgres.sh
 	@touch $(STAMP)
 
 install: $(STAMP)

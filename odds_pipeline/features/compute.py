@@ -41,6 +41,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from odds_pipeline.ingestion.removals import QUOTE_REMOVALS_SQL, QUOTE_REMOVALS_TABLE
 from odds_pipeline.market.devig import DEFAULT_METHOD, METHODS, Method, devig_sql, devig_value_sql
 from odds_pipeline.market.quotes import MARKETS
 from odds_pipeline.warehouse import sql_string, table_exists, transaction
@@ -933,8 +934,8 @@ def load_odds_api_change_log(
 ) -> int:
     """Load The Odds API change-log parquet files into `odds_quotes` / `events` (set-based).
 
-    For tests and benchmarks over real data: American -> decimal, removed rows and
-    sentinel / out-of-range prices skipped, outcome names mapped to home/away/draw/over/
+    For tests and benchmarks over real data: American -> decimal, removed rows written to
+    `quote_removals` (a withdrawal ends the quote), sentinel / out-of-range prices skipped, outcome names mapped to home/away/draw/over/
     under by team name, observed_at = ingested_at = snapshot_time (a historical bulk load).
     Returns the number of quotes inserted.
     """
@@ -967,6 +968,19 @@ def load_odds_api_change_log(
         WHERE NOT coalesce(removed, false) AND market IN ('h2h', 'spreads', 'totals')
           AND side IS NOT NULL AND decimal > 1.0
           AND (market = 'h2h' OR point IS NOT NULL)
+        """
+    )
+    # Withdrawals end a quote at once (see ingestion/removals.py), instead of at its TTL.
+    con.execute(QUOTE_REMOVALS_SQL)
+    con.execute(
+        f"""
+        INSERT INTO {QUOTE_REMOVALS_TABLE} (event_id, bookmaker, market, outcome, point,
+            removed_at, source, load_id)
+        SELECT event_id, bookmaker, market, side, CASE WHEN market = 'h2h' THEN NULL ELSE point END,
+            snap, {sql_string(source)}, {sql_string(source)} || ':' || parse_filename(filename)
+        FROM _fs_changes
+        WHERE coalesce(removed, false) AND market IN ('h2h', 'spreads', 'totals')
+          AND side IS NOT NULL
         """
     )
     con.execute(

@@ -43,6 +43,7 @@ from typing import Any
 import duckdb
 import pandas as pd
 
+from odds_pipeline.ingestion.removals import QUOTE_REMOVALS_SQL
 from odds_pipeline.ingestion.store import ensure_schema
 from odds_pipeline.market.quotes import MARKETS, QUOTE_COLUMNS
 from odds_pipeline.warehouse import table_exists
@@ -58,21 +59,6 @@ __all__ = [
     "scan",
     "scan_frame",
 ]
-
-# The change-log loader reuses this: one row per quote that disappeared from a book.
-# source/load_id are optional (NULL allowed) so a load can be replaced like odds_quotes.
-QUOTE_REMOVALS_SQL = """
-CREATE TABLE IF NOT EXISTS quote_removals (
-    event_id VARCHAR NOT NULL,
-    bookmaker VARCHAR NOT NULL,
-    market VARCHAR NOT NULL,
-    outcome VARCHAR NOT NULL,
-    point DOUBLE,
-    removed_at TIMESTAMPTZ NOT NULL,
-    source VARCHAR,
-    load_id VARCHAR
-);
-"""
 
 # Why a window is kept apart, in the order the first one becomes `reason`.
 REASONS: tuple[str, ...] = (

@@ -25,7 +25,7 @@ from odds_pipeline.defs.monitoring import (
 from odds_pipeline.defs.registry import CHAMPION_ASSETS, GATE_CHECKS, rollback_champion
 from odds_pipeline.defs.resources import MlflowResource, WarehouseResource, default_odds_feed
 from odds_pipeline.defs.sensors import SENSOR_JOBS, SENSORS
-from odds_pipeline.defs.serving import SERVING_ASSETS, serving_job
+from odds_pipeline.defs.serving import SCAN_ASSETS, SERVING_ASSETS, serving_job
 from odds_pipeline.defs.training import CANDIDATE_ASSETS
 from odds_pipeline.defs.tuning import TUNING_ASSETS
 
@@ -42,6 +42,7 @@ def build_definitions() -> dg.Definitions:
             *CANDIDATE_ASSETS,
             *CHAMPION_ASSETS,
             *SERVING_ASSETS,
+            *SCAN_ASSETS,
             *MONITORING_ASSETS,
         ],
         asset_checks=[*INGESTION_CHECKS, *FEATURE_CHECKS, *GATE_CHECKS],

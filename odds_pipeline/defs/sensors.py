@@ -17,7 +17,7 @@ from odds_pipeline.training.kinds import KINDS
 
 from .monitoring import retrain_job
 from .resources import WarehouseResource
-from .serving import SERVING_ASSETS
+from .serving import SCAN_ASSETS, SERVING_ASSETS
 
 DAGSTER_UI_URL_ENV = "DAGSTER_UI_URL"
 
@@ -182,8 +182,8 @@ def failure_alert_sensor(*, name: str = "alert_on_run_failure") -> dg.SensorDefi
 live_refresh_job = dg.define_asset_job(
     name="live_refresh",
     selection=dg.AssetSelection.assets("quote_features", "market_features", "pair_features")
-    | dg.AssetSelection.assets(*SERVING_ASSETS),
-    description="After a live poll: features, then the day's champion scores.",
+    | dg.AssetSelection.assets(*SERVING_ASSETS, *SCAN_ASSETS),
+    description="After a live poll: features, then the day's champion scores and the arbitrage scan.",
 )
 
 

@@ -186,7 +186,105 @@ def arbitrage_scores(
     return dg.MaterializeResult(metadata=metadata)
 
 
+class ArbitrageScanConfig(dg.Config):
+    staleness_seconds: float = Field(
+        default=900.0,
+        description="A book's quote counts at an instant only if observed within this many seconds "
+        "(set it above the feed's polling interval: change logs sample every 5-15 min).",
+    )
+    bankroll: float = Field(default=1000.0, description="Bankroll the stakes are sized for.")
+    default_increment: float = Field(default=1.0, description="Stake rounding step of every book.")
+    commission: dict[str, float] = Field(
+        default_factory=lambda: {"betfair_ex": 0.02},
+        description="Per-book commission on winnings (e.g. an exchange).",
+    )
+    stake_limits: dict[str, float] = Field(
+        default_factory=dict, description="Per-book maximum stake (none: unlimited)."
+    )
+    max_margin: float = Field(
+        default=0.05, description="Margins above this are kept apart as suspicious."
+    )
+    markets: list[str] = Field(
+        default_factory=lambda: ["h2h", "spreads", "totals"], description="Markets to scan."
+    )
+
+    def scan_config(self) -> Any:
+        from odds_pipeline.scoring.arbitrage import ScanConfig
+
+        return ScanConfig(
+            staleness_seconds=self.staleness_seconds,
+            bankroll=self.bankroll,
+            default_increment=self.default_increment,
+            commission=dict(self.commission),
+            stake_limits=dict(self.stake_limits),
+            max_margin=self.max_margin,
+            markets=tuple(self.markets),
+        )
+
+
+@dg.asset(
+    group_name=GROUP,
+    owners=OWNERS,
+    kinds={"duckdb"},
+    pool=WRITER_POOL,
+    deps=["odds_quotes", "arbitrage_scores"],
+    description="Table `arbitrage_windows`: arbitrage over synchronous quotes only (every leg within the "
+    "staleness window, withdrawals end a quote), 2/3-way h2h, spreads and totals at one line, after "
+    "commission; stakes for the bankroll rounded and capped per book with the guaranteed profit after "
+    "rounding; windows merged over time (opened, closed, duration, best margin). Suspicious ones (margin "
+    "above the cap, a stale or withdrawn leg, one leg, unprofitable after rounding) are kept apart with "
+    "the reason. Each window carries the transformer champion's arb_ahead score where one was scored.",
+)
+def arbitrage_opportunities(
+    context: dg.AssetExecutionContext, config: ArbitrageScanConfig, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    import numpy as np
+
+    from odds_pipeline.scoring.arbitrage import scan, write_windows
+    from odds_pipeline.scoring.predictions import ARBITRAGE_SCORES_TABLE
+
+    try:
+        scan_config = config.scan_config()
+    except ValueError as exc:
+        raise dg.Failure(description=f"invalid scan config: {exc}", allow_retries=False) from exc
+    with warehouse.store().connection() as con:
+        result = scan(con, scan_config)
+        written = write_windows(con, result.windows, ARBITRAGE_SCORES_TABLE)
+    actionable = written[written["status"] == "actionable"]
+    durations = actionable["duration_seconds"].dropna().to_numpy(np.float64)
+    metadata: dict[str, Any] = {
+        "dagster/row_count": dg.MetadataValue.int(len(written)),
+        "actionable_windows": dg.MetadataValue.int(len(actionable)),
+        "suspicious_windows": dg.MetadataValue.int(len(written) - len(actionable)),
+        "suspicious_by_reason": dg.MetadataValue.json(result.suspicious_by_reason()),
+        "quotes_read": dg.MetadataValue.int(int(result.quotes_read)),
+        "quotes_ignored_bad_price": dg.MetadataValue.int(int(result.quotes_ignored_bad_price)),
+        "with_champion_score": dg.MetadataValue.int(int(written["arb_ahead_score"].notna().sum())),
+    }
+    if len(durations):
+        metadata["duration_seconds"] = dg.MetadataValue.json(
+            {q: round(float(np.quantile(durations, v)), 1)
+             for q, v in (("p10", 0.1), ("p50", 0.5), ("p90", 0.9), ("max", 1.0))}
+        )  # fmt: skip
+        metadata["median_margin"] = dg.MetadataValue.float(
+            round(float(actionable["best_margin"].median()), 5)
+        )
+        metadata["total_guaranteed_profit"] = dg.MetadataValue.float(
+            round(float(actionable["guaranteed_profit"].sum()), 2)
+        )
+    metadata["preview"] = dg.MetadataValue.md(
+        markdown_table(
+            written.sort_values(["status", "best_margin"], ascending=[True, False]),
+            ["event_id", "market", "line", "opened_at", "duration_seconds", "best_margin",
+             "guaranteed_profit", "status", "reason", "arb_ahead_score"],
+            rows=15,
+        )
+    )  # fmt: skip
+    return dg.MaterializeResult(metadata=metadata)
+
+
 SERVING_ASSETS = [win_probability_predictions, arbitrage_scores]
+SCAN_ASSETS = [arbitrage_opportunities]
 
 serving_job = dg.define_asset_job(
     name="serving",

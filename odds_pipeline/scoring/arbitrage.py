@@ -713,3 +713,36 @@ def scan_frame(
 def legs_of(window: Mapping[str, Any] | pd.Series) -> list[dict[str, Any]]:
     """The legs JSON of one window as dicts (for reports and tests)."""
     return json.loads(window["legs"])
+
+
+# --------------------------------------------------------------------------- storage
+
+WINDOWS_TABLE = "arbitrage_windows"
+
+
+def write_windows(
+    con: duckdb.DuckDBPyConnection, windows: pd.DataFrame, scores_table: str | None = None
+) -> pd.DataFrame:
+    """Replace `arbitrage_windows` with this scan (one transaction), each window with the
+    transformer champion's best `arb_ahead` score for its event, market and line when one
+    was scored (NULL otherwise). Returns what was written."""
+    from odds_pipeline.warehouse import table_exists, transaction
+
+    frame = windows.copy()
+    frame["line"] = pd.to_numeric(frame.get("line"), errors="coerce")
+    incoming = frame  # noqa: F841  (read by DuckDB's replacement scan)
+    score = "NULL::DOUBLE AS arb_ahead_score, NULL::VARCHAR AS arb_ahead_model_version"
+    join = ""
+    if scores_table and table_exists(con, scores_table):
+        score = "s.score AS arb_ahead_score, s.model_version AS arb_ahead_model_version"
+        join = f"""LEFT JOIN (
+            SELECT event_id, market, line, max(score) AS score, any_value(model_version)
+                AS model_version
+            FROM {scores_table} WHERE source = 'champion' GROUP BY ALL
+        ) s ON s.event_id = w.event_id AND s.market = w.market
+           AND s.line IS NOT DISTINCT FROM w.line"""
+    with transaction(con):
+        con.execute(
+            f"CREATE OR REPLACE TABLE {WINDOWS_TABLE} AS SELECT w.*, {score} FROM incoming w {join}"
+        )
+    return con.execute(f"SELECT * FROM {WINDOWS_TABLE}").df()

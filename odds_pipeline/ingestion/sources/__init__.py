@@ -180,8 +180,8 @@ def read_csv_table(path: Path, *, skip_initial_space: bool = False) -> CsvTable:
         try:
             for _ in csv.reader(tail, skipinitialspace=skip_initial_space, strict=True):
                 pass
-        except csv.Error:
-            return True
+        except csv.Error as exc:  # strict mode also refuses `"x" ,`, which is no cut
+            return "unexpected end of data" in str(exc)
         return False
 
     if header_end > header_line:

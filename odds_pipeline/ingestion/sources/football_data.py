@@ -32,6 +32,14 @@ Choices a reader of the store must know:
   non-empty cell that is not a number is a price read, rejected ``unparseable_price``.
 - Results: ``FTHG``/``FTAG``, ``resolved_at`` = kickoff + 2 hours (a match's length incl.
   half-time; the file carries no full-time timestamp).
+- File shape (``read_csv_table``): a row whose field count differs from the header's, a
+  duplicated column name or a quoted cell spanning lines fails the file with
+  ``SourceFormatError`` (file, line, both counts) -- a comma in a team name must not shift
+  a row's prices into the wrong columns. A last row cut short (a truncated download) is
+  the exception: its prices are rejected ``truncated_row`` (``raw`` = the line as it
+  stands; one row-level record when it holds no price), it gives no event or result, and
+  ``warnings`` says so. UTF-8 (BOM optional) is tried first, then cp1252 (with a
+  warning); the encoding used is in ``notes["file_encodings"]``.
 - ``event_id`` = ``fd:<league>:<local match date>:<home slug>:<away slug>``; ``season`` is
   derived once per file from its first match date (a season starts in July), so the
   2019/20 games played in July 2020 after the COVID pause stay in "2019-2020".

@@ -8,6 +8,10 @@ What `parse_file` reads
     unknown suffix holding several documents is read as lines). A file that is not valid
     JSON, or whose structure is not a response (an API error object, `data` that is not a
     list), raises `SourceFormatError` with the line number; nothing is returned from it.
+    Every decoder failure is one (nesting too deep for json.loads' recursion, a number
+    too long for Python's int included). In a `.json` holding one document, an error in the
+    document itself names the line where it starts; one inside it names its JSON path and
+    says that no line is known (json.loads keeps no positions).
 
 Two readers, one result
     `.jsonl` files go through pyarrow's JSON reader with an explicit schema (C++: no Python
@@ -1002,8 +1006,8 @@ def _python_levels(path: Path, data: bytes, lines: bool) -> _Levels:
 
 def _located(path: Path, data: bytes, line: int | None, exc: _Malformed) -> SourceFormatError:
     """Name the line: a document's own, where a single document starts, or say why none."""
-    if line is not None:
-        return SourceFormatError(str(path), line, str(exc))
+    if line is not None:  # the JSON path's own "line N: " would repeat the line
+        return SourceFormatError(str(path), line, str(exc).removeprefix(f"line {line}: "))
     if exc.top_level:
         return SourceFormatError(str(path), _first_line(data), str(exc))
     return SourceFormatError(

@@ -1,6 +1,6 @@
 """sportsbookreviewsonline (SBR) NBA odds files -> closing moneyline quotes, events, results.
 
-Layout (one row per team, UTF-8 with or without BOM)::
+Layout (one row per team, UTF-8 with or without BOM, else cp1252)::
 
     Date,Rot,VH,Team,1st,2nd,3rd,4th,Final,Open,Close,ML,2H[,Month,Day,Year]
 
@@ -40,6 +40,11 @@ Decisions a reviewer needs:
   and close_observed_at (tip-off). Spreads are from the home side's point of view
   (negative when home is favourite). A pair whose values are equal, missing or `NL` gets
   NaN for that column. The `2H` (second-half line) column is not parsed.
+- **File shape.** As for football-data (`read_csv_table`): a row whose field count
+  differs from the header's, or a duplicated column name, fails the file with the line
+  and both counts; a last row cut short is rejected `truncated_row` (its partner then
+  `unpaired_row`, no event) with a warning in `ParseResult.warnings`; the encoding used
+  is in `notes["file_encodings"]`.
 - **Ids.** `event_id = sbr:<league lower>:<YYYY-MM-DD>:<odd rot>-<even rot>`, e.g.
   `sbr:nba:2014-10-28:501-502`; `source_record = "line N, column ML"` (N counts the header
   as line 1).

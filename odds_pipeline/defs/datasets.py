@@ -126,7 +126,9 @@ def _simulator_truth(context: dg.AssetExecutionContext) -> Any:
     ops = (run.run_config or {}).get("ops", {}) if run is not None else {}
     values = dict((ops.get("simulated_market") or {}).get("config") or {})
     try:
-        config = simulator.config_from_mapping(values)
+        from .ingestion import SimulatedMarketConfig
+
+        config = simulator.config_from_mapping(SimulatedMarketConfig(**values).simulator_values())
         return simulator.simulate_truth(config)
     except Exception as exc:  # an oracle is a bonus, never a reason to fail the dataset
         context.log.warning(f"no oracle: could not regenerate the simulator truth ({exc})")

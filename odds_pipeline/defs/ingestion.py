@@ -10,6 +10,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC
+from typing import Any
 
 import dagster as dg
 from pydantic import Field
@@ -58,7 +59,13 @@ def failing_clearly(source: str) -> Iterator[None]:
 
 def ingestion_metadata(result: ParseResult) -> dict[str, object]:
     summary = result.summary()
-    return {
+    extra: dict[str, object] = {}
+    if result.warnings:  # e.g. a last row cut short, a cp1252 fallback
+        extra["warnings"] = dg.MetadataValue.json(list(result.warnings))
+    encodings = result.notes.get("file_encodings")
+    if encodings:
+        extra["file_encodings"] = dg.MetadataValue.json(encodings)
+    return extra | {
         "dagster/row_count": dg.MetadataValue.int(summary["quotes_accepted"]),
         "prices_read": dg.MetadataValue.int(summary["prices_read"]),
         "quotes_accepted": dg.MetadataValue.int(summary["quotes_accepted"]),
@@ -263,6 +270,37 @@ class SimulatedMarketConfig(dg.Config):
         default="2024-01-01T00:00:00Z",
         description="When the first market opens (UTC); the first kickoff is days_before later.",
     )
+    regime_change_at: str = Field(
+        default="",
+        description="Drift drill: markets opening at or after this time (ISO, UTC) follow a new "
+        "regime (empty = none).",
+    )
+    regime_home_advantage: float | None = Field(
+        default=None, description="New home advantage (logit) after the change (None = same)."
+    )
+    regime_retail_margin: list[float] = Field(
+        default_factory=list, description="New retail margin range [lo, hi] (empty = same)."
+    )
+    regime_drift_scale: float | None = Field(
+        default=None, description="New logit sd of price drift steps (None = same)."
+    )
+
+    def simulator_values(self) -> dict[str, Any]:
+        """The SimulatorConfig fields this config sets (the regime only when one is asked)."""
+        values: dict[str, Any] = {
+            "seed": self.seed,
+            "n_events": self.n_events,
+            "arbitrage_rate": self.arbitrage_rate,
+            "start": self.start,
+        }
+        if self.regime_change_at:
+            values["regime_change_at"] = self.regime_change_at
+            for name in ("regime_home_advantage", "regime_drift_scale"):
+                if getattr(self, name) is not None:
+                    values[name] = getattr(self, name)
+            if self.regime_retail_margin:
+                values["regime_retail_margin"] = list(self.regime_retail_margin)
+        return values
 
 
 @dg.asset(
@@ -278,12 +316,12 @@ def simulated_market(
 ) -> dg.MaterializeResult:
     from odds_pipeline.ingestion.sources import simulator
 
-    sim_config = simulator.SimulatorConfig(
-        seed=config.seed,
-        n_events=config.n_events,
-        arbitrage_rate=config.arbitrage_rate,
-        start=config.start,
-    )
+    try:
+        sim_config = simulator.config_from_mapping(config.simulator_values())
+    except ValueError as exc:
+        raise dg.Failure(
+            description=f"invalid simulator config: {exc}", allow_retries=False
+        ) from exc
     load_id = f"{simulator.SOURCE}:seed-{config.seed}"
     batches: list[ParseResult] = []
     with warehouse.store().load(load_id, simulator.SOURCE) as writer:

@@ -209,6 +209,8 @@ def combine(results: list[ParseResult]) -> ParseResult:
                 notes[key] = pd.concat([prev, value], ignore_index=True)
             elif isinstance(prev, list) and isinstance(value, list):
                 notes[key] = prev + value
+            elif isinstance(prev, dict) and isinstance(value, dict):
+                notes[key] = {**prev, **value}
             else:
                 notes[key] = value
     return ParseResult(

@@ -28,11 +28,21 @@ kickoff):
 - Results are drawn from the final truth: the h2h outcome follows the final home/draw
   probabilities exactly; the score line is consistent with it (totals approximately).
 
+Regime change (off by default; for drift drills): events whose market opens at or after
+`regime_change_at` follow `regime_*` values in place of home_advantage, base_total,
+drift_scale, shock_rate_per_day, shock_scale, retail_margin and retail_lag_minutes. The
+truth and every book follow the new regime at once, so both what a model sees (prices,
+overrounds, how much and how often prices move) and how outcomes relate to it (a new home
+advantage) change. Events before the change are bit-identical to a run without one.
+
 Determinism: random numbers are drawn per block of BLOCK_EVENTS events from
 `SeedSequence(seed, spawn_key=(1, block, stream))` with separate truth and quote
 streams, so the same seed gives byte-identical frames whatever `batch_events` is, the
 first N events of a run do not depend on `n_events`, and book/quote settings do not
-change the truth or the results. Everything is vectorized per block.
+change the truth or the results. Everything is vectorized per block. A regime change
+draws its extra randomness (added and thinned shocks, their quotes) from streams 2 and 3
+of the block and otherwise only swaps loc/scale/bounds per event, so the base streams draw
+the same numbers and the old regime's events keep their values.
 """
 
 from __future__ import annotations
@@ -41,6 +51,7 @@ import math
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
@@ -110,6 +121,17 @@ class SimulatorConfig:
     sport: str = "simulated_football"
     draw: bool = False  # True: 3-way h2h (home/draw/away)
     batch_events: int = 512
+    # A regime change (off by default), for drift drills: events whose market opens at or
+    # after `regime_change_at` (an ISO timestamp with a zone) follow the regime_* values
+    # below; a regime_* value of None keeps the field it replaces. See `_new_regime`.
+    regime_change_at: str | None = None
+    regime_home_advantage: float | None = None  # replaces home_advantage (truth and books)
+    regime_base_total: float | None = None  # replaces base_total
+    regime_drift_scale: float | None = None  # replaces drift_scale
+    regime_shock_rate_per_day: float | None = None  # replaces shock_rate_per_day
+    regime_shock_scale: float | None = None  # replaces shock_scale
+    regime_retail_margin: tuple[float, float] | None = None  # replaces retail_margin
+    regime_retail_lag_minutes: tuple[float, float] | None = None  # replaces retail_lag_minutes
 
     def __post_init__(self) -> None:
         problems = []
@@ -153,8 +175,51 @@ class SimulatorConfig:
                 problems.append(f"start {self.start!r} needs a time zone (e.g. a trailing Z)")
         except ValueError:
             problems.append(f"start {self.start!r} is not a timestamp")
+        problems += self._regime_problems()
         if problems:
             raise ValueError("invalid SimulatorConfig: " + "; ".join(problems))
+
+    def _regime_problems(self) -> list[str]:
+        """What is wrong with the regime_* fields; each message names its field."""
+        changed = [name for name in _REGIME_FIELDS if getattr(self, name) is not None]
+        if self.regime_change_at is None:
+            # Silently ignoring them would make a drift drill that drifts nothing.
+            return [f"{name} needs regime_change_at" for name in changed]
+        problems = []
+        if not changed:
+            problems.append(f"regime_change_at is set but none of {list(_REGIME_FIELDS)} is")
+        try:
+            if pd.Timestamp(self.regime_change_at).tzinfo is None:
+                problems.append(f"regime_change_at {self.regime_change_at!r} needs a time zone")
+        except (ValueError, TypeError):
+            problems.append(f"regime_change_at {self.regime_change_at!r} is not a timestamp")
+        scalars = {  # field: (smallest allowed value, whether it is allowed itself)
+            "regime_home_advantage": (-math.inf, True),
+            "regime_base_total": (0.0, False),
+            "regime_drift_scale": (0.0, True),
+            "regime_shock_rate_per_day": (0.0, True),
+            "regime_shock_scale": (0.0, True),
+        }
+        for name, (low, closed) in scalars.items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            ok = _is_number(value) and math.isfinite(value)
+            if not (ok and (value >= low if closed else value > low)):
+                bound = "" if low == -math.inf else f" {'>=' if closed else '>'} {low:g}"
+                problems.append(f"{name} must be a finite number{bound}, not {value!r}")
+        for name in ("regime_retail_margin", "regime_retail_lag_minutes"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            pair = tuple(value) if isinstance(value, tuple | list) else ()
+            if not (
+                len(pair) == 2
+                and all(_is_number(v) and math.isfinite(v) for v in pair)
+                and 0 <= pair[0] <= pair[1]
+            ):
+                problems.append(f"{name} must be (low, high) with 0 <= low <= high, not {value!r}")
+        return problems
 
     @property
     def books(self) -> tuple[str, ...]:
@@ -168,25 +233,58 @@ class SimulatorConfig:
     def source_file(self) -> str:
         return f"{SOURCE}:seed-{self.seed}"
 
-    def margins(self) -> np.ndarray:
-        """Multiplicative margin per book: sharp books first, retail spread evenly."""
-        lo, hi = self.retail_margin
+    def margins(self, *, regime: bool = False) -> np.ndarray:
+        """Multiplicative margin per book: sharp books first, retail spread evenly.
+
+        `regime=True`: the margins after the regime change (`regime_retail_margin`).
+        """
+        new = self.regime_retail_margin if regime else None
+        lo, hi = new if new is not None else self.retail_margin
         n_r = len(self.retail_books)
         retail = np.linspace(lo, hi, n_r) if n_r > 1 else np.full(n_r, lo)
         return np.concatenate([np.full(len(self.sharp_books), self.sharp_margin), retail])
 
 
+_REGIME_FIELDS = (
+    "regime_home_advantage",
+    "regime_base_total",
+    "regime_drift_scale",
+    "regime_shock_rate_per_day",
+    "regime_shock_scale",
+    "regime_retail_margin",
+    "regime_retail_lag_minutes",
+)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+
+
 def config_from_mapping(values: Mapping[str, object]) -> SimulatorConfig:
-    """Build a config from run config / JSON (lists become tuples, unknown keys refused)."""
+    """Build a config from run config / JSON (lists become tuples, unknown keys refused).
+
+    Datetimes become ISO strings: YAML reads an unquoted `2024-02-01T00:00:00Z` as one.
+    """
     known = {f.name for f in fields(SimulatorConfig)}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"unknown SimulatorConfig fields {unknown}")
-    return SimulatorConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+    def plain(value: object) -> object:
+        if isinstance(value, list):
+            return tuple(value)
+        if isinstance(value, datetime):
+            return value.isoformat()
+        return value
+
+    return SimulatorConfig(**{k: plain(v) for k, v in values.items()})
 
 
 def expected_quotes_per_event(config: SimulatorConfig) -> float:
-    """Mean quotes an event produces (a little less in practice: late reactions drop)."""
+    """Mean quotes an event produces (a little less in practice: late reactions drop).
+
+    For the old regime: a regime change's shock rate changes its events' volume.
+    """
     nb, n_r = len(config.books), len(config.retail_books)
     wd = config.days_before
     updates = nb * (1 + config.mean_quotes_per_book_per_day * wd + config.shock_rate_per_day * wd)
@@ -305,6 +403,11 @@ class _Truth:
     jstart: np.ndarray  # first jump index per event
     home_score: np.ndarray
     away_score: np.ndarray
+    # Shocks the regime change added (drawn from a stream of their own), and how many
+    # shocks the base stream drew: the quote stream draws reactions for that many, so its
+    # later draws line up with a run without a regime change (see `_regime_shocks`).
+    jextra: np.ndarray
+    n_base_shocks: int
 
     def level(self, e: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(x, y) of events `e` at times `q` (ms after open): the step function's value."""
@@ -325,21 +428,97 @@ def _window_ms(config: SimulatorConfig) -> int:
     return int(round(config.days_before * _DAY_MS))
 
 
+def _new_regime(config: SimulatorConfig, block: int) -> np.ndarray | None:
+    """Which local events of `block` follow the new regime; None when none does.
+
+    An event belongs to the regime in force when its market opens: all its truth, quotes
+    and its result then follow one regime, and nothing observed before `regime_change_at`
+    reflects the new one. Events are in opening order, so the new regime's events are a
+    suffix of every block. None keeps the regime-free code path (and its numbers) exactly.
+    """
+    if config.regime_change_at is None:
+        return None
+    change_ns = pd.Timestamp(config.regime_change_at).tz_convert("UTC").value
+    change_ms = -(-change_ns // _NS_PER_MS)
+    events = np.arange(BLOCK_EVENTS) + block * BLOCK_EVENTS
+    post = _commence_ms(config, events) - _window_ms(config) >= change_ms
+    return post if post.any() else None
+
+
+def _per_event(post: np.ndarray | None, old: float, new: float | None) -> float | np.ndarray:
+    """`old`, or per event `new` for the new regime's events.
+
+    Why arrays of parameters rather than a second draw: numpy's generators draw the same
+    underlying numbers whatever the loc/scale/bounds, so the old regime's events keep their
+    exact values and the stream stays aligned for the events after them.
+    """
+    if post is None or new is None:
+        return old
+    return np.where(post, float(new), old)
+
+
+def _regime_shocks(
+    config: SimulatorConfig,
+    block: int,
+    post: np.ndarray,
+    jumps: tuple[np.ndarray, ...],
+) -> tuple[np.ndarray, ...]:
+    """The jumps (je, jt, dx, dy, shock, extra) with the new regime's shock rate.
+
+    Thinning keeps each base shock of a new-regime event with probability new/old; an
+    independent Poisson process of rate new - old adds the rest: either way the rate is
+    `regime_shock_rate_per_day`. Both draw from stream 2 of the block, so the base truth
+    stream draws exactly what it draws without a regime change (the number of base shocks
+    is a Poisson draw: redrawing it at another rate would shift every later draw of the
+    block, the old regime's events included).
+    """
+    B, W, wd = BLOCK_EVENTS, _window_ms(config), config.days_before
+    je, jt, dx, dy, shock = jumps
+    old, new = config.shock_rate_per_day, config.regime_shock_rate_per_day
+    assert new is not None
+    rng = np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(1, block, 2)))
+    live = ~(shock & post[je] & (rng.random(len(je)) * old >= new))
+    n_extra = rng.poisson(max(new - old, 0.0) * wd * post)
+    ne = int(n_extra.sum())
+    scale = config.shock_scale if config.regime_shock_scale is None else config.regime_shock_scale
+    je = np.concatenate([je[live], np.repeat(np.arange(B), n_extra)])
+    jt = np.concatenate([jt[live], 1 + np.floor(rng.random(ne) * (W - 1)).astype(np.int64)])
+    dx = np.concatenate([dx[live], rng.normal(0.0, scale, ne)])
+    dy = np.concatenate([dy[live], rng.normal(0.0, config.total_shock_scale, ne)])
+    shock = np.concatenate([shock[live], np.ones(ne, dtype=bool)])
+    extra = np.concatenate([np.zeros(int(live.sum()), dtype=bool), np.ones(ne, dtype=bool)])
+    order = np.argsort(je * _STRIDE + jt, kind="stable")
+    je, jt, dx, dy, shock, extra = (a[order] for a in (je, jt, dx, dy, shock, extra))
+    jt = _strictly_increasing(je, jt)
+    keep = jt < W
+    return tuple(a[keep] for a in (je, jt, dx, dy, shock, extra))
+
+
 def _simulate_truth(config: SimulatorConfig, block: int, strengths: np.ndarray) -> _Truth:
     """Latent paths and results for the BLOCK_EVENTS events of `block` (fixed shapes)."""
     B, W, wd = BLOCK_EVENTS, _window_ms(config), config.days_before
     rng = np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(1, block, 0)))
+    post = _new_regime(config, block)
+    home_advantage = _per_event(post, config.home_advantage, config.regime_home_advantage)
+    new_total = config.regime_base_total
+    log_total = _per_event(
+        post, math.log(config.base_total), None if new_total is None else math.log(new_total)
+    )
     home = rng.integers(0, config.n_teams, B)
     away = (home + rng.integers(1, config.n_teams, B)) % config.n_teams
-    x0 = config.home_advantage + strengths[home] - strengths[away] + rng.normal(0.0, 0.3, B)
-    y0 = math.log(config.base_total) + rng.normal(0.0, 0.12, B)
+    x0 = home_advantage + strengths[home] - strengths[away] + rng.normal(0.0, 0.3, B)
+    y0 = log_total + rng.normal(0.0, 0.12, B)
     n_drift = rng.poisson(config.drift_steps_per_day * wd, B)
     n_shock = rng.poisson(config.shock_rate_per_day * wd, B)
     nd, ns = int(n_drift.sum()), int(n_shock.sum())
     t = np.concatenate([rng.random(nd), rng.random(ns)])
-    dx = np.concatenate(
-        [rng.normal(0.0, config.drift_scale, nd), rng.normal(0.0, config.shock_scale, ns)]
-    )
+    drift_scale = _per_event(post, config.drift_scale, config.regime_drift_scale)
+    shock_scale = _per_event(post, config.shock_scale, config.regime_shock_scale)
+    if isinstance(drift_scale, np.ndarray):
+        drift_scale = np.repeat(drift_scale, n_drift)
+    if isinstance(shock_scale, np.ndarray):
+        shock_scale = np.repeat(shock_scale, n_shock)
+    dx = np.concatenate([rng.normal(0.0, drift_scale, nd), rng.normal(0.0, shock_scale, ns)])
     dy = np.concatenate(
         [
             rng.normal(0.0, config.total_drift_scale, nd),
@@ -356,6 +535,10 @@ def _simulate_truth(config: SimulatorConfig, block: int, strengths: np.ndarray) 
     jt = _strictly_increasing(je, jt)
     keep = jt < W
     je, jt, dx, dy, shock = je[keep], jt[keep], dx[keep], dy[keep], shock[keep]
+    n_base_shocks = int(shock.sum())
+    extra = np.zeros(len(je), dtype=bool)
+    if post is not None and config.regime_shock_rate_per_day is not None:
+        je, jt, dx, dy, shock, extra = _regime_shocks(config, block, post, (je, jt, dx, dy, shock))
     jkey = je * _STRIDE + jt
     jstart = np.searchsorted(jkey, np.arange(B + 1) * _STRIDE)
     cx, cy = np.concatenate([[0.0], np.cumsum(dx)]), np.concatenate([[0.0], np.cumsum(dy)])
@@ -390,6 +573,8 @@ def _simulate_truth(config: SimulatorConfig, block: int, strengths: np.ndarray) 
         jstart=jstart,
         home_score=(total + m) / 2,
         away_score=(total - m) / 2,
+        jextra=extra,
+        n_base_shocks=n_base_shocks,
     )
 
 
@@ -406,6 +591,20 @@ class _Quotes:
     ingested_ns: np.ndarray
 
 
+def _reactions(
+    config: SimulatorConfig, react: np.ndarray, lag: np.ndarray, shock_e: np.ndarray
+) -> np.ndarray:
+    """Delays (ms) of each book's re-quote after each shock, from exponential draws."""
+    nb_s = len(config.sharp_books)
+    # Retail follows the (first) sharp book after its lag plus its own reaction time, both
+    # scaled by the dial: at arbitrage_rate 0 every book re-prices at the same moment.
+    react[:, nb_s:] *= config.arbitrage_rate
+    if nb_s:
+        react[:, nb_s:] += react[:, :1]
+    react += lag[shock_e]
+    return react
+
+
 def _simulate_quotes(
     config: SimulatorConfig, block: int, truth: _Truth, lo: int, hi: int, open_ms: np.ndarray
 ) -> _Quotes:
@@ -415,20 +614,27 @@ def _simulate_quotes(
     nb = nb_s + nb_r
     dial = config.arbitrage_rate
     rng = np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(1, block, 1)))
+    post = _new_regime(config, block)
 
     lag = np.zeros((B, nb))
-    lag[:, nb_s:] = rng.uniform(*config.retail_lag_minutes, (B, nb_r)) * 60_000.0 * dial
+    lag_lo, lag_hi = config.retail_lag_minutes
+    if post is not None and config.regime_retail_lag_minutes is not None:
+        new_lo, new_hi = config.regime_retail_lag_minutes
+        lag_lo, lag_hi = (
+            np.where(post, new_lo, lag_lo)[:, None],
+            np.where(post, new_hi, lag_hi)[:, None],
+        )
+    lag[:, nb_s:] = rng.uniform(lag_lo, lag_hi, (B, nb_r)) * 60_000.0 * dial
     open_t = rng.random((B, nb)) * OPEN_WINDOW_MS
     n_reg = rng.poisson(config.mean_quotes_per_book_per_day * wd, (B, nb))
     reg_t = rng.random(int(n_reg.sum())) * W
-    shock_e, shock_t = truth.je[truth.jshock], truth.jt[truth.jshock]
-    react = rng.exponential(config.reaction_minutes * 60_000.0, (len(shock_e), nb))
-    # Retail follows the (first) sharp book after its lag plus its own reaction time, both
-    # scaled by the dial: at arbitrage_rate 0 every book re-prices at the same moment.
-    react[:, nb_s:] *= dial
-    if nb_s:
-        react[:, nb_s:] += react[:, :1]
-    react += lag[shock_e]
+    base = truth.jshock & ~truth.jextra
+    shock_e, shock_t = truth.je[base], truth.jt[base]
+    # As many reaction rows as the base truth stream has shocks, so the draws after these
+    # line up with a run without a regime change; shocks it thinned out leave rows unused.
+    scale = config.reaction_minutes * 60_000.0
+    n_base = truth.n_base_shocks
+    react = _reactions(config, rng.exponential(scale, (n_base, nb))[: len(shock_e)], lag, shock_e)
     n_mis = rng.poisson(config.mispricing_rate_per_day * dial * wd, (B, nb_r))
     m = int(n_mis.sum())
     mis_t = rng.random(m) * W
@@ -454,7 +660,20 @@ def _simulate_quotes(
         [open_t.ravel(), reg_t, np.repeat(shock_t, nb) + react.ravel(), mis_t, mis_fix]
     )
     shift = np.concatenate([np.zeros(len(t) - 2 * m), mis_shift, np.zeros(m)])
-    ingest = rng.integers(0, int(config.max_ingest_delay_seconds * 1000) + 1, len(t))
+    max_ingest = int(config.max_ingest_delay_seconds * 1000) + 1
+    ingest = rng.integers(0, max_ingest, len(t) + (n_base - len(shock_e)) * nb)
+    if n_base > len(shock_e):  # drop the delays of thinned shocks' rows (the tail: new regime)
+        used = len(open_t.ravel()) + len(reg_t) + len(shock_e) * nb
+        ingest = np.concatenate([ingest[:used], ingest[used + (n_base - len(shock_e)) * nb :]])
+    if truth.jextra.any():  # the regime's added shocks: quotes from a stream of their own
+        x_rng = np.random.default_rng(np.random.SeedSequence(config.seed, spawn_key=(1, block, 3)))
+        x_e, x_t = truth.je[truth.jextra], truth.jt[truth.jextra]
+        x_react = _reactions(config, x_rng.exponential(scale, (len(x_e), nb)), lag, x_e)
+        e = np.concatenate([e, np.repeat(x_e, nb)])
+        b = np.concatenate([b, np.tile(np.arange(nb), len(x_e))])
+        t = np.concatenate([t, np.repeat(x_t, nb) + x_react.ravel()])
+        shift = np.concatenate([shift, np.zeros(len(x_e) * nb)])
+        ingest = np.concatenate([ingest, x_rng.integers(0, max_ingest, len(x_e) * nb)])
     t = np.floor(t).astype(np.int64)
 
     sel = (e >= lo) & (e < hi)
@@ -479,7 +698,10 @@ def _simulate_quotes(
     x, y = truth.level(e, seen)
     probs, points = _slot_matrices(_probabilities(x + shift, y, config.draw), config.draw)
     k = probs.shape[1]
-    price = 1.0 / (np.clip(probs, 1e-3, 1.0) * (1.0 + config.margins()[b])[:, None])
+    margin = config.margins()[b]
+    if post is not None and config.regime_retail_margin is not None:
+        margin = np.where(post[e], config.margins(regime=True)[b], margin)
+    price = 1.0 / (np.clip(probs, 1e-3, 1.0) * (1.0 + margin)[:, None])
     price = np.clip(np.round(price, 2), MIN_PRICE, MAX_PRICE)
     observed_ms = open_ms[e] + t
     return _Quotes(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -391,3 +393,240 @@ def test_arbitrage_dial_controls_arbitrage_windows() -> None:
     assert counts[0] < counts[1] < counts[2]
     assert counts[0] < 0.7 * counts[1] and counts[2] > 1.3 * counts[1]
     assert counts[1] >= 20  # the default market does have windows to find
+
+
+# --------------------------------------------------------------------------- regime change
+
+# Digests of SMALL's frames, computed before the regime change existed: a config that does
+# not use it must keep producing exactly these (a change here changes every stored market).
+GOLDEN_SMALL = {
+    "quotes": "53ba7d0da15e9971",
+    "events": "de71dd082c4c8682",
+    "results": "2e00ce8bb27d2558",
+    "truth": "fbd56eb3386ff0d0",
+}
+DRILL_EVENTS = 1600
+DRILL_CHANGE = DRILL_EVENTS // 2  # first event of the new regime: inside block 3 (768-1023)
+DRILL_BASE = SimulatorConfig(seed=17, n_events=DRILL_EVENTS)
+
+
+def _opening_of(event: int) -> str:
+    """When event `event`'s market opens (every 3 hours from start): a change "at" it."""
+    return (pd.Timestamp(DRILL_BASE.start) + pd.Timedelta(hours=3 * event)).isoformat()
+
+
+DRILL = replace(
+    DRILL_BASE,
+    regime_change_at=_opening_of(DRILL_CHANGE),
+    regime_home_advantage=1.3,
+    regime_retail_margin=(0.10, 0.16),
+    regime_drift_scale=0.09,
+    regime_shock_rate_per_day=1.5,
+)
+
+
+def _digest(frame: pd.DataFrame) -> str:
+    return hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest()[:16]
+
+
+def _split(frame: pd.DataFrame, first_new: int = DRILL_CHANGE) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(old regime rows, new regime rows) by event number (ids are sim:<seed>:<n>)."""
+    codes, ids = pd.factorize(frame["event_id"])
+    new = np.array([int(i.rsplit(":", 1)[1]) >= first_new for i in ids], dtype=bool)[codes]
+    return frame[~new].reset_index(drop=True), frame[new].reset_index(drop=True)
+
+
+def _h2h_moments(quotes: pd.DataFrame) -> pd.DataFrame:
+    """Per h2h quote moment: overround and logit of the de-vigged home probability."""
+    wide = _as_object(quotes[quotes["market"] == "h2h"]).pivot_table(
+        index=["event_id", "bookmaker", "observed_at"], columns="outcome", values="price"
+    )
+    out = pd.DataFrame(
+        {
+            "overround": 1.0 / wide["home"] + 1.0 / wide["away"],
+            "logit": np.log(wide["away"] / wide["home"]),
+        }
+    ).reset_index()
+    out["change"] = out.groupby(["event_id", "bookmaker"])["logit"].diff()
+    return out
+
+
+@pytest.fixture(scope="module")
+def drill() -> tuple[simulator.ParseResult, simulator.ParseResult]:
+    """(without, with) the regime change: same seed, the change at the window's middle."""
+    return generate(DRILL_BASE, trusted=True), generate(DRILL, trusted=True)
+
+
+def test_without_a_regime_change_the_output_is_unchanged(small: simulator.ParseResult) -> None:
+    frames = {n: getattr(small, n) for n in ("quotes", "events", "results")}
+    digests = {n: _digest(f) for n, f in frames.items()}
+    assert {**digests, "truth": _digest(small.notes["truth"])} == GOLDEN_SMALL
+    # A change after the last market opens changes nothing either (the regime-free path).
+    late = generate(
+        replace(
+            SMALL,
+            regime_change_at="2030-01-01T00:00:00Z",
+            regime_home_advantage=2.0,
+            regime_retail_margin=(0.2, 0.3),
+            regime_shock_rate_per_day=0.0,
+            regime_drift_scale=1.0,
+        )
+    )
+    for name in ("quotes", "events", "results"):
+        pd.testing.assert_frame_equal(getattr(late, name), frames[name], check_exact=True)
+    pd.testing.assert_frame_equal(late.notes["truth"], small.notes["truth"], check_exact=True)
+
+
+@pytest.mark.parametrize(
+    "regime",
+    [
+        {f: v for f in simulator._REGIME_FIELDS if (v := getattr(DRILL, f)) is not None},
+        {"regime_shock_rate_per_day": 0.1, "regime_retail_lag_minutes": (0.0, 1.0)},  # thins
+        {"regime_base_total": 3.4, "regime_shock_scale": 0.1, "regime_home_advantage": -0.5},
+    ],
+)
+def test_events_before_the_change_are_bit_identical(regime: dict) -> None:
+    """Even in the block that straddles the change (events 256-511, change at 300)."""
+    base_cfg = replace(DRILL_BASE, n_events=600)
+    base = generate(base_cfg, trusted=True)
+    changed = generate(replace(base_cfg, regime_change_at=_opening_of(300), **regime), trusted=True)
+    for name in ("quotes", "events", "results"):
+        old, new = _split(getattr(changed, name), 300)
+        base_old, base_new = _split(getattr(base, name), 300)
+        pd.testing.assert_frame_equal(old, base_old, check_exact=True)
+        assert len(old) > 0 and len(new) > 0
+    old, new = _split(changed.notes["truth"], 300)
+    base_old, base_new = _split(base.notes["truth"], 300)
+    pd.testing.assert_frame_equal(old, base_old, check_exact=True)
+    assert not new.equals(base_new)  # the new regime did change something
+    shocks = new["is_shock"].sum(), base_new["is_shock"].sum()
+    if "regime_shock_rate_per_day" in regime:  # thinned or added: the new rate either way
+        rate = regime["regime_shock_rate_per_day"] / DRILL.shock_rate_per_day
+        assert shocks[0] / shocks[1] == pytest.approx(rate, rel=0.25)
+    if "regime_shock_scale" in regime:
+        assert shocks[0] == shocks[1]
+
+
+def test_a_regime_change_is_deterministic_and_batch_independent() -> None:
+    """Its extra draws are per block too, so batch size still does not matter."""
+    cfg = replace(DRILL, n_events=900, batch_events=300, regime_change_at=_opening_of(400))
+    once = generate(cfg, trusted=True)
+    pd.testing.assert_frame_equal(
+        once.quotes, generate(replace(cfg, batch_events=100), trusted=True).quotes, check_exact=True
+    )
+    pd.testing.assert_frame_equal(
+        once.notes["truth"], simulate_truth(replace(cfg, batch_events=64)), check_exact=True
+    )
+
+
+def test_new_home_advantage_moves_the_truth_and_the_results(
+    drill: tuple[simulator.ParseResult, simulator.ParseResult],
+) -> None:
+    base, changed = drill
+    first = [r.notes["truth"].groupby("event_id", sort=False).head(1) for r in (base, changed)]
+    logit = [np.log(f["true_home_prob"] / f["true_away_prob"]).to_numpy() for f in first]
+    shift = logit[1] - logit[0]  # same draws: exactly the change of home advantage
+    assert np.allclose(shift[:DRILL_CHANGE], 0.0, atol=0.0)
+    assert np.allclose(shift[DRILL_CHANGE:], 1.3 - 0.3, atol=1e-9)
+
+    home_win = {}
+    for label, result in (("base", base), ("changed", changed)):
+        res = result.results
+        win = pd.Series(
+            (res["home_score"] > res["away_score"]).to_numpy(float), index=res["event_id"]
+        )
+        final = result.notes["truth"].groupby("event_id").tail(1).set_index("event_id")
+        for part, ids in zip(("old", "new"), _split(res[["event_id"]]), strict=True):
+            p = final.loc[ids["event_id"], "true_home_prob"]
+            rate = win[ids["event_id"]].mean()
+            home_win[label, part] = rate
+            # Results follow the (new) truth: calibrated within 4 standard errors.
+            assert abs(rate - p.mean()) < 4 * np.sqrt((p * (1 - p)).sum()) / len(p)
+    assert home_win["base", "old"] == home_win["changed", "old"]
+    assert home_win["changed", "new"] - home_win["base", "new"] > 0.08  # measured: 0.551 -> 0.724
+    assert home_win["changed", "new"] - home_win["changed", "old"] > 0.08
+
+
+def test_new_retail_margins_move_the_overround(
+    drill: tuple[simulator.ParseResult, simulator.ParseResult],
+) -> None:
+    moments = _h2h_moments(drill[1].quotes)
+    old, new = _split(moments)
+    median_old, median_new = (m.groupby("bookmaker")["overround"].median() for m in (old, new))
+    books = DRILL.retail_books
+    for book, m_old, m_new in zip(
+        books, np.linspace(0.04, 0.08, 4), np.linspace(0.10, 0.16, 4), strict=True
+    ):
+        assert median_old[book] == pytest.approx(1 + m_old, abs=0.005)
+        assert median_new[book] == pytest.approx(1 + m_new, abs=0.005)
+    for median in (median_old, median_new):  # the sharp margin is not part of the regime
+        assert median["pinnacle"] == pytest.approx(1.025, abs=0.003)
+    # Pooled over retail books (medians: clamped prices at 1.01 bend the mean).
+    retail_old = old.loc[old["bookmaker"] != "pinnacle", "overround"].median()
+    retail_new = new.loc[new["bookmaker"] != "pinnacle", "overround"].median()
+    assert 0.05 < retail_new - retail_old < 0.09  # mean margin 0.06 -> 0.13; measured +0.063
+
+
+def test_larger_drift_and_more_shocks_move_prices_more(
+    drill: tuple[simulator.ParseResult, simulator.ParseResult],
+) -> None:
+    stats = {}
+    for label, result in zip(("base", "changed"), drill, strict=True):
+        sharp = _h2h_moments(result.quotes)
+        sharp = sharp[sharp["bookmaker"] == "pinnacle"]
+        for part, frame in zip(("old", "new"), _split(sharp), strict=True):
+            stats[label, part] = (
+                frame["change"].abs().mean(),  # mean |change| of the implied logit per re-quote
+                frame.groupby("event_id").size().mean(),  # sharp re-quotes per event
+            )
+    assert stats["changed", "old"] == stats["base", "old"]
+    base_ratio = stats["base", "new"][0] / stats["base", "old"][0]
+    assert 0.8 < base_ratio < 1.25  # without a change both halves move alike
+    assert stats["changed", "new"][0] > 1.8 * stats["base", "new"][0]  # measured: 0.063 -> 0.156
+    # A shock a book reacts to is one more re-quote: (1.5 - 0.5) a day * 3 days more.
+    assert stats["changed", "new"][1] - stats["base", "new"][1] == pytest.approx(3.0, abs=0.5)
+
+
+def test_regime_fields_are_validated_by_name_and_build_from_run_config() -> None:
+    at = "2024-02-01T00:00:00Z"
+    cases = {
+        "regime_home_advantage needs regime_change_at": {
+            "regime_change_at": None,
+            "regime_home_advantage": 1.0,
+        },
+        "regime_change_at is set but none": {"regime_change_at": at},
+        "regime_change_at '2024-02-01' needs a time zone": {
+            "regime_change_at": "2024-02-01",
+            "regime_base_total": 3.0,
+        },
+        "regime_change_at 'soon' is not a timestamp": {
+            "regime_change_at": "soon",
+            "regime_base_total": 3.0,
+        },
+        "regime_base_total must be a finite number > 0": {"regime_base_total": 0.0},
+        "regime_drift_scale must be a finite number >= 0": {"regime_drift_scale": -0.1},
+        "regime_shock_rate_per_day must be a finite number >= 0": {
+            "regime_shock_rate_per_day": float("nan")
+        },
+        "regime_shock_scale must be a finite number >= 0": {"regime_shock_scale": "big"},
+        "regime_home_advantage must be a finite number": {"regime_home_advantage": float("inf")},
+        "regime_retail_margin must be \\(low, high\\)": {"regime_retail_margin": (0.2, 0.1)},
+        "regime_retail_lag_minutes must be \\(low, high\\)": {
+            "regime_retail_lag_minutes": (1.0, 2.0, 3.0)
+        },
+    }
+    for message, values in cases.items():
+        with pytest.raises(ValueError, match=message):
+            SimulatorConfig(**{"regime_change_at": at, **values})
+    cfg = config_from_mapping(
+        {
+            "regime_change_at": datetime(2024, 2, 1, tzinfo=UTC),  # how YAML reads a timestamp
+            "regime_retail_margin": [0.1, 0.16],
+            "regime_retail_lag_minutes": [5, 60],
+            "regime_home_advantage": 1,
+        }
+    )
+    assert cfg.regime_change_at == "2024-02-01T00:00:00+00:00"
+    assert cfg.regime_retail_margin == (0.1, 0.16) and cfg.regime_retail_lag_minutes == (5, 60)
+    assert np.allclose(cfg.margins(regime=True)[1:], np.linspace(0.1, 0.16, 4))
+    assert np.allclose(cfg.margins()[1:], np.linspace(0.04, 0.08, 4))

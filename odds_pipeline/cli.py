@@ -5,17 +5,34 @@ JSON object; exit 0 when the files parse, 2 (with a one-line error naming the fi
 `odds-pipeline summary` prints what the warehouse holds. `odds-pipeline models` prints each
 model's champion, challenger and previous champion with their gate verdicts and the latest
 decisions. `odds-pipeline latest-day` prints the last commence day of a source's events.
+`odds-pipeline loads` lists every load with its counts; `odds-pipeline drop-load ID --yes`
+deletes one (without `--yes` it only says what it would delete, and exits 1).
+
+While another process writes the warehouse, commands wait (up to $ODDS_PIPELINE_READ_WAIT_S,
+default 10 s), then print one `error:` line naming the run that writes it and exit 3.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+from pathlib import Path
 
 from odds_pipeline.market.quotes import SourceFormatError, combine
+from odds_pipeline.warehouse import WarehouseBusy
 
 EXIT_BAD_INPUT = 2
+EXIT_WAREHOUSE_BUSY = 3
+LOAD_COLUMNS = [
+    "load_id",
+    "source",
+    "prices_read",
+    "quotes_accepted",
+    "quotes_rejected",
+    "quote_rows",
+]
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -165,6 +182,78 @@ def _latest_day(args: argparse.Namespace) -> int:
     return 0
 
 
+def _existing_warehouse() -> Path | None:
+    """The warehouse file, or None after saying on stderr that there is none yet."""
+    from odds_pipeline.paths import warehouse_path
+
+    path = warehouse_path()
+    if not path.exists():
+        print(f"error: no warehouse at {path}: nothing ingested yet", file=sys.stderr)
+        return None
+    return path
+
+
+def _plain(value: object) -> object:
+    """JSON-ready: numpy ints as int, missing counts (NaN/NA) as null."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value if isinstance(value, str) else int(value)
+
+
+def _loads(args: argparse.Namespace) -> int:
+    """Every load with source, counts as written and the quote rows it holds now."""
+    from odds_pipeline.ingestion.store import OddsStore
+
+    path = _existing_warehouse()
+    if path is None:
+        return 1
+    frame = OddsStore(path).loads()
+    rows = [
+        {column: _plain(value) for column, value in zip(LOAD_COLUMNS, row, strict=True)}
+        for row in frame[LOAD_COLUMNS].itertuples(index=False)
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    cells = [LOAD_COLUMNS] + [
+        ["-" if row[c] is None else str(row[c]) for c in LOAD_COLUMNS] for row in rows
+    ]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(LOAD_COLUMNS))]
+    for line in cells:
+        print(
+            "  ".join(
+                cell.ljust(w) if i < 2 else cell.rjust(w)
+                for i, (cell, w) in enumerate(zip(line, widths, strict=True))
+            ).rstrip()
+        )
+    return 0
+
+
+def _drop_load(args: argparse.Namespace) -> int:
+    """Delete one load (a file ingested twice, a bad partition); a dry run without --yes."""
+    from odds_pipeline.ingestion.store import OddsStore
+
+    path = _existing_warehouse()
+    if path is None:
+        return 1
+    store = OddsStore(path, holder=f"odds-pipeline drop-load {args.load_id}")
+    counts = store.drop_load(args.load_id) if args.yes else store.load_footprint(args.load_id)
+    if not any(counts.values()):
+        print(
+            f"error: no load {args.load_id!r} in {path}; `odds-pipeline loads` lists them",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
+    verb = "deleted" if args.yes else "would delete"
+    print(f"{verb} load {args.load_id} from {path}:")
+    for table, n in counts.items():
+        print(f"  {table}: {n}")
+    if not args.yes:
+        print("nothing deleted: run again with --yes to delete")
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="odds-pipeline", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -195,12 +284,30 @@ def build_parser() -> argparse.ArgumentParser:
     latest = sub.add_parser("latest-day", help="last commence day (UTC) of a source's events")
     latest.add_argument("--source", default="simulator", help="events.source (default simulator)")
     latest.set_defaults(func=_latest_day)
+    loads = sub.add_parser(
+        "loads", help="every load: source, counts as written, quote rows it holds now"
+    )
+    loads.add_argument("--json", action="store_true", help="JSON instead of a table")
+    loads.set_defaults(func=_loads)
+    drop = sub.add_parser(
+        "drop-load",
+        help="delete everything one load wrote (quotes, rejects, events, results, its loads row)",
+    )
+    drop.add_argument("load_id", help="as `odds-pipeline loads` lists it")
+    drop.add_argument(
+        "--yes", action="store_true", help="delete; without it, print what would go and exit 1"
+    )
+    drop.set_defaults(func=_drop_load)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except WarehouseBusy as exc:  # another process writes: one line, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_WAREHOUSE_BUSY
 
 
 if __name__ == "__main__":

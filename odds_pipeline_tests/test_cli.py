@@ -65,3 +65,22 @@ def test_console_script_is_installed():
     )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["events"] > 1000
+
+
+def test_summary_while_another_process_writes_exits_3_with_one_line(capsys, monkeypatch):
+    """No traceback after a few seconds: one line naming the warehouse and the run writing it."""
+    from odds_pipeline.ingestion.store import OddsStore
+    from odds_pipeline.paths import warehouse_path
+    from odds_pipeline.warehouse import READ_WAIT_ENV
+
+    from .test_warehouse import RUN_ID, hold_writer
+
+    monkeypatch.setenv(READ_WAIT_ENV, "0.5")
+    path = warehouse_path()
+    OddsStore(path).query("SELECT 1")  # creates the tables
+    with hold_writer(path):
+        assert main(["summary"]) == 3
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("error: ") and str(path) in err and RUN_ID in err
+    assert "being written" in err and "Traceback" not in err

@@ -21,7 +21,7 @@ from typing import Any
 
 import dagster as dg
 from dagster._core.definitions.decorators.hook_decorator import event_list_hook
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from odds_pipeline.ingestion.store import OddsStore
 from odds_pipeline.paths import PROJECT_ROOT, SAMPLES_DIR, warehouse_path
@@ -42,8 +42,16 @@ class WarehouseResource(dg.ConfigurableResource):
             else warehouse_path()
         )
 
+    _holder: str | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Name the run in the writer sidecar, so a blocked reader says who holds the file."""
+        run = getattr(context, "run", None)
+        if run is not None:
+            self._holder = f"Dagster run {run.run_id}"
+
     def store(self) -> OddsStore:
-        return OddsStore(self.resolved_path())
+        return OddsStore(self.resolved_path(), holder=self._holder)
 
 
 class OddsFeedResource(dg.ConfigurableResource):
@@ -214,8 +222,8 @@ def dagster_mlflow_tracking(init_context: dg.InitResourceContext) -> Any:
     # MlFlow reads only these attributes of its init context.
     shim = SimpleNamespace(
         log=init_context.log,
-        dagster_run=init_context.dagster_run,
-        run_id=init_context.run_id,
+        dagster_run=init_context.run,
+        run_id=init_context.run.run_id,
         resource_config=config,
     )
     return MlFlow(shim)

@@ -1,8 +1,9 @@
-"""Parse files of one source and write them to the store, all-or-nothing.
+"""Parse files of one source and write them to the store.
 
 Every file is parsed before anything is written, so a malformed file fails the whole
-ingestion with nothing half-written; then all loads replace their previous versions in
-one DuckDB transaction.
+ingestion with nothing written; then each load replaces its previous version in its own
+transaction (all-or-nothing per load), so readers get in between loads
+(`OddsStore.replace_loads`).
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ A *load* is what one file or one partition contributed (`load_id`, e.g.
 `football_data:E0_2021-2022.csv` or `odds_api_live:2026-11-21`). Writing a load deletes
 what that load wrote before and inserts the new rows in one transaction, so
 re-materializing never duplicates and a failure leaves the previous state intact.
+`loads` lists the loads and `drop_load` removes one (the on-call fix for a file ingested
+twice under two names; `odds-pipeline loads` / `drop-load`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,14 @@ from odds_pipeline.market.quotes import (
     RESULT_COLUMNS,
     ParseResult,
 )
-from odds_pipeline.warehouse import connect, transaction
+from odds_pipeline.warehouse import (
+    close,
+    connect,
+    readers_waiting,
+    table_exists,
+    transaction,
+    wait_for_readers,
+)
 
 __all__ = ["OddsStore", "LoadWriter", "ensure_schema"]
 
@@ -87,6 +96,9 @@ CREATE TABLE IF NOT EXISTS loads (
 """
 
 TABLES = ("odds_quotes", "rejected_quotes", "events", "results", "loads")
+# Other tables that carry the load_id of the load that wrote them, when they exist:
+# `drop_load` removes a load's rows there too (withdrawals of a change-log load).
+OPTIONAL_LOAD_TABLES = ("quote_removals",)
 
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
@@ -141,24 +153,34 @@ class LoadWriter:
 
 
 class OddsStore:
-    """The canonical store at one DuckDB file."""
+    """The canonical store at one DuckDB file.
 
-    def __init__(self, path: str | Path):
+    ``holder`` is written into the warehouse's writer sidecar while this store writes, so a
+    reader kept out can say who holds the file (`odds_pipeline.warehouse.WarehouseBusy`).
+    """
+
+    def __init__(self, path: str | Path, *, holder: str | None = None):
         self.path = Path(path)
+        self.holder = holder
 
     @contextmanager
     def connection(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         if read_only and not self.path.exists():
-            con = connect(self.path, read_only=False)
-            ensure_schema(con)
-            con.close()
-        con = connect(self.path, read_only=read_only)
+            close(self._open_writer())
+        con = self._open_writer() if not read_only else connect(self.path, read_only=True)
         try:
-            if not read_only:
-                ensure_schema(con)
             yield con
         finally:
-            con.close()
+            close(con)
+
+    def _open_writer(self) -> duckdb.DuckDBPyConnection:
+        con = connect(self.path, holder=self.holder)
+        try:
+            ensure_schema(con)
+        except BaseException:
+            close(con)
+            raise
+        return con
 
     @contextmanager
     def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -191,12 +213,87 @@ class OddsStore:
             writer.write(result)
 
     def replace_loads(self, source: str, per_load: dict[str, ParseResult]) -> None:
-        """Several loads (e.g. one per file) in one transaction: all land or none."""
-        with self._transaction() as con:
+        """Several loads (e.g. one per file), each atomic in its own transaction.
+
+        Why not one transaction for all: DuckDB's file lock belongs to the open connection,
+        so a season of files written in one transaction kept every reader (checks, sensors,
+        `odds-pipeline summary`) out for the whole ingestion, and they failed on the lock.
+        Now each load commits on its own, and when a reader is waiting (it leaves a marker,
+        `readers_waiting`) the connection is closed after the current load until the reader
+        is in, then reopened; with nobody waiting it stays open (no reopen per file).
+
+        The trade-off: a failure part-way leaves the loads before it written (each complete
+        and consistent: its quotes, rejects, events, results and `loads` row) and the failing
+        load and those after it as they were. Re-running is idempotent (each load replaces
+        itself), and parsing happens before any write (`ingest.parse_paths`), so a malformed
+        file still writes nothing. A reader may see some files of a run and not others.
+        """
+        con: duckdb.DuckDBPyConnection | None = None
+        try:
             for load_id, result in per_load.items():
-                with self._replacing(con, load_id, source) as writer:
+                if con is not None and readers_waiting(self.path):
+                    close(con)
+                    con = None
+                    wait_for_readers(self.path)
+                if con is None:
+                    con = self._open_writer()
+                with transaction(con), self._replacing(con, load_id, source) as writer:
                     writer.write(result)
+        finally:
+            if con is not None:
+                close(con)
 
     def query(self, sql: str, params: list | None = None) -> pd.DataFrame:
         with self.connection(read_only=True) as con:
             return con.execute(sql, params or []).df()
+
+    # ------------------------------------------------------------------ recovery
+
+    def loads(self) -> pd.DataFrame:
+        """Every load with its counts as written and the quote rows it holds now.
+
+        Quote rows whose load has no `loads` row (written outside this store) are listed
+        too, with empty counts, so nothing in `odds_quotes` is unaccounted for.
+        """
+        return self.query(
+            """
+            WITH held AS (
+                SELECT load_id, any_value(source) AS source, count(*) AS quote_rows
+                FROM odds_quotes GROUP BY load_id
+            )
+            SELECT load_id, coalesce(l.source, h.source) AS source, l.prices_read,
+                   l.quotes_accepted, l.quotes_rejected, coalesce(h.quote_rows, 0) AS quote_rows
+            FROM loads AS l FULL OUTER JOIN held AS h USING (load_id)
+            ORDER BY load_id
+            """
+        )
+
+    @staticmethod
+    def _load_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
+        return [*TABLES, *(t for t in OPTIONAL_LOAD_TABLES if table_exists(con, t))]
+
+    @classmethod
+    def _footprint(cls, con: duckdb.DuckDBPyConnection, load_id: str) -> dict[str, int]:
+        sql = "SELECT count(*) FROM {} WHERE load_id = ?"
+        return {
+            table: int(con.execute(sql.format(table), [load_id]).fetchone()[0])
+            for table in cls._load_tables(con)
+        }
+
+    def load_footprint(self, load_id: str) -> dict[str, int]:
+        """Rows per table that `load_id` wrote (what `drop_load` would delete)."""
+        with self.connection(read_only=True) as con:
+            return self._footprint(con, load_id)
+
+    def drop_load(self, load_id: str) -> dict[str, int]:
+        """Delete everything `load_id` wrote, in one transaction; rows deleted per table.
+
+        Events and results belong to the load that wrote them last (`INSERT OR REPLACE`),
+        so an event another load also wrote goes with it; re-ingest that load to restore it.
+        All counts 0 means no such load (nothing changed).
+        """
+        with self._transaction() as con:
+            counts = self._footprint(con, load_id)
+            for table in counts:
+                con.execute(f"DELETE FROM {table} WHERE load_id = ?", [load_id])
+        return counts

@@ -232,6 +232,9 @@ def tracked_run(
 
     uri = configure(uri)
     experiment_id = get_or_create_experiment(experiment, uri)
+    # The fluent "active experiment" is process-global (dagster-mlflow's resource sets it too):
+    # point it at this store's experiment so nothing started inside lands in another store.
+    mlflow.set_experiment(experiment_id=experiment_id)
     run = mlflow.start_run(
         experiment_id=experiment_id,
         run_name=run_name,

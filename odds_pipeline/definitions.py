@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from odds_pipeline.defs.backtest import BACKTEST_ASSETS
 from odds_pipeline.defs.datasets import DATASET_ASSETS
 from odds_pipeline.defs.features import FEATURE_ASSETS, FEATURE_CHECKS
 from odds_pipeline.defs.ingestion import SOURCE_ASSETS, canonical_odds_tables, odds_api_live
@@ -15,6 +16,7 @@ from odds_pipeline.defs.jobs import (
     odds_api_live_job,
     odds_api_live_poll_schedule,
 )
+from odds_pipeline.defs.maintenance import MAINTENANCE_JOBS, MAINTENANCE_SENSORS
 from odds_pipeline.defs.monitoring import (
     MONITORING_ASSETS,
     monitoring_job,
@@ -44,6 +46,7 @@ def build_definitions() -> dg.Definitions:
             *SERVING_ASSETS,
             *SCAN_ASSETS,
             *MONITORING_ASSETS,
+            *BACKTEST_ASSETS,
         ],
         asset_checks=[*INGESTION_CHECKS, *FEATURE_CHECKS, *GATE_CHECKS],
         jobs=[
@@ -56,9 +59,10 @@ def build_definitions() -> dg.Definitions:
             monitoring_job,
             retrain_job,
             *SENSOR_JOBS,
+            *MAINTENANCE_JOBS,
         ],
         schedules=[odds_api_live_poll_schedule, nightly_monitoring, nightly_retrain],
-        sensors=SENSORS,
+        sensors=[*SENSORS, *MAINTENANCE_SENSORS],
         resources={
             "warehouse": WarehouseResource(),
             "odds_feed": default_odds_feed(),

@@ -300,8 +300,9 @@ MONITORING_ASSETS = [drift_report, performance_report]
 
 monitoring_job = dg.define_asset_job(
     name="monitoring_reports",
-    selection=dg.AssetSelection.assets(*MONITORING_ASSETS),
-    description="Drift and outcome reports of the champions (read by the drift sensor).",
+    selection=dg.AssetSelection.assets(*MONITORING_ASSETS, "backtest_report"),
+    description="Drift and outcome reports of the champions (read by the drift sensor) and the "
+    "backtest report.",
 )
 
 retrain_job = dg.define_asset_job(
@@ -324,8 +325,8 @@ retrain_job = dg.define_asset_job(
     cron_schedule="30 4 * * *",
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Nightly drift and outcome reports (04:30 UTC). Cheap: reads the warehouse and "
-    "scores the recent window with the champions, seconds to a minute on a laptop.",
+    description="Nightly drift, outcome and backtest reports (04:30 UTC). Cheap: reads the warehouse, "
+    "scores the recent window with the champions and replays the bets, about a minute on a laptop.",
 )
 def nightly_monitoring(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     return dg.RunRequest(tags={"odds_pipeline/trigger": "nightly_monitoring"})

@@ -109,8 +109,20 @@ def drift_retrain_sensor(
                     f"retrain; would retrain for {triggers}"
                 )
         context.update_cursor(json.dumps({"acted_on": key, "last_retrain_at": time.time()}))
+        # Retrain only what drifted: its dataset, candidate (with the gates) and champion.
+        kinds = [k for k in KINDS.values() if k.registered_model in triggers]
+        selection = [
+            dg.AssetKey(name)
+            for k in kinds
+            for name in (
+                k.dataset_asset,
+                f"{k.asset_prefix}_candidate",
+                f"{k.asset_prefix}_champion",
+            )
+        ]
         return dg.RunRequest(
             run_key=f"drift:{key}",
+            asset_selection=selection,
             tags={
                 "odds_pipeline/trigger": "drift",
                 "odds_pipeline/why": "; ".join(f"{m}: {w}" for m, w in triggers.items())[:4000],

@@ -201,3 +201,33 @@ def test_a_failed_run_reaches_the_webhook_with_an_actionable_message(instance, m
     assert f"http://dagster.example:3000/runs/{failed.run_id}" in message
     assert "data/E0.csv" in message and "Traceback" not in message
     assert "SECRET" not in message
+
+
+def test_backtest_report_on_champion_predictions(instance):
+    from odds_pipeline.defs.backtest import backtest_report
+
+    _champion_on_the_simulator(instance)
+    days = _query("SELECT DISTINCT strftime(commence_time, '%Y-%m-%d') d FROM events ORDER BY 1")
+    for day in days["d"]:
+        assert dg.materialize(
+            _all_assets(), instance=instance, resources=RESOURCES,
+            selection=[win_probability_predictions], partition_key=day,
+        ).success  # fmt: skip
+    result = dg.materialize(
+        [*_all_assets(), backtest_report], instance=instance, resources=RESOURCES,
+        selection=[backtest_report],
+        run_config={"ops": {"backtest_report": {"config": {"n_boot": 200}}}},
+    )  # fmt: skip
+    md = result.asset_materializations_for_node("backtest_report")[0].metadata
+    verdicts = md["verdicts"].value
+    assert "lstm_champion" in verdicts and "market" in verdicts and "favourite" in verdicts
+    bets = _query("SELECT * FROM backtest_bets")
+    assert len(bets) == md["dagster/row_count"].value > 0
+    assert (bets["stake"] >= 0).all()
+    from pathlib import Path
+
+    assert Path(md["equity_plot"].value).stat().st_size > 0
+    run_id = md["mlflow_run"].value.rsplit("/", 1)[-1]
+    assert [a.path for a in tracking.client().list_artifacts(run_id, "plots")] == [
+        "plots/backtest_equity.png"
+    ]

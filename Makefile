@@ -9,7 +9,7 @@ export ODDS_PIPELINE_HOME ?= $(CURDIR)/data
 export DAGSTER_HOME ?= $(ODDS_PIPELINE_HOME)/dagster_home
 PYTEST_ARGS ?=
 
-.PHONY: install run dev test lint format bench clean-state mlflow
+.PHONY: install run dev test lint format bench clean-state mlflow drill
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ run: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	@echo ""
 	@echo "Done. Dagster UI:  make dev     (then http://127.0.0.1:3000)"
 	@echo "      MLflow UI:  make mlflow  (then http://127.0.0.1:5000)"
+
+drill: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
+	@# The drift drill (odds_pipeline/defs/drill.py) in its own state home, on the instance above.
+	ODDS_PIPELINE_HOME=$(ODDS_PIPELINE_HOME)/drill $(BIN)/python -m odds_pipeline.defs.drill
 
 dev: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000

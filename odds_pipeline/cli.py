@@ -254,6 +254,71 @@ def _drop_load(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scan(args: argparse.Namespace) -> int:
+    """Arbitrage windows in saved Odds API files (parsed, not stored), as JSON."""
+    from odds_pipeline.ingestion.sources import expand_paths, odds_api
+    from odds_pipeline.scoring.arbitrage import ScanConfig, scan_frame
+
+    try:
+        files = expand_paths(args.paths)
+        result = combine([odds_api.parse_file(path) for path in files])
+        config = ScanConfig(
+            staleness_seconds=args.staleness_seconds,
+            bankroll=args.bankroll,
+            max_margin=args.max_margin,
+        )
+    except (SourceFormatError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    found = scan_frame(result.quotes, config)
+    windows = found.windows.copy()
+    for column in windows.columns:  # timestamps and JSON text as plain JSON values
+        if str(windows[column].dtype).startswith("datetime"):
+            windows[column] = windows[column].astype(str)
+    out = {
+        "files": [str(f) for f in files],
+        "quotes": len(result.quotes),
+        "counts": found.counts,
+        "windows": json.loads(windows.to_json(orient="records")),
+    }
+    print(json.dumps(out, indent=None if args.compact else 2, default=str))
+    return 0
+
+
+def _backtest(args: argparse.Namespace) -> int:
+    """The backtest of `backtest_report` over the warehouse, printed (nothing written)."""
+    from odds_pipeline.backtest.simulate import BacktestConfig, predictions_frame, run_backtest
+    from odds_pipeline.ingestion.store import OddsStore
+    from odds_pipeline.paths import warehouse_path
+    from odds_pipeline.warehouse import table_exists
+
+    config = BacktestConfig(
+        bankroll=args.bankroll,
+        kelly_fraction=args.kelly_fraction,
+        min_edge=args.min_edge,
+        n_boot=args.n_boot,
+    )
+    with OddsStore(warehouse_path()).connection(read_only=True) as con:
+        if not table_exists(con, "predictions"):
+            print(
+                "error: no predictions yet: materialize win_probability_predictions",
+                file=sys.stderr,
+            )
+            return 1
+        probabilities = {"market": predictions_frame(con, "market_probability")}
+        champion = predictions_frame(con, "model_probability", source="champion")
+        if len(champion):
+            probabilities["lstm_champion"] = champion
+        windows = (
+            con.execute("SELECT * FROM arbitrage_windows").df()
+            if table_exists(con, "arbitrage_windows")
+            else None
+        )
+        result = run_backtest(con, probabilities, windows, config)
+    print(json.dumps(result.summary(), indent=2, default=str))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="odds-pipeline", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -298,6 +363,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--yes", action="store_true", help="delete; without it, print what would go and exit 1"
     )
     drop.set_defaults(func=_drop_load)
+    scan = sub.add_parser("scan", help="arbitrage windows in saved Odds API files, as JSON")
+    scan.add_argument("paths", nargs="+", help="files or globs (Odds API responses)")
+    scan.add_argument("--staleness-seconds", type=float, default=3600.0)
+    scan.add_argument("--bankroll", type=float, default=1000.0)
+    scan.add_argument("--max-margin", type=float, default=0.05)
+    scan.add_argument("--compact", action="store_true", help="one-line JSON")
+    scan.set_defaults(func=_scan)
+    backtest = sub.add_parser(
+        "backtest", help="walk-forward backtest over the warehouse (as backtest_report), JSON"
+    )
+    backtest.add_argument("--bankroll", type=float, default=1000.0)
+    backtest.add_argument("--kelly-fraction", type=float, default=0.25)
+    backtest.add_argument("--min-edge", type=float, default=0.02)
+    backtest.add_argument("--n-boot", type=int, default=2000)
+    backtest.set_defaults(func=_backtest)
     return parser
 
 

@@ -84,3 +84,26 @@ def test_summary_while_another_process_writes_exits_3_with_one_line(capsys, monk
     assert len(err.splitlines()) == 1, err
     assert err.startswith("error: ") and str(path) in err and RUN_ID in err
     assert "being written" in err and "Traceback" not in err
+
+
+def test_scan_prints_arbitrage_windows_of_saved_files_as_json(capsys):
+    assert main(["scan", str(SAMPLES / "odds_api" / "*.jsonl.gz"), "--compact"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["quotes"] > 0 and out["counts"]["quotes_read"] == out["quotes"]
+    assert len(out["windows"]) == out["counts"]["windows"]
+    for window in out["windows"]:
+        assert window["status"] in ("actionable", "suspicious")
+        if window["status"] == "actionable":
+            assert window["guaranteed_profit"] > 0
+    assert main(["scan", "/nonexistent/odds.json"]) == 2
+    assert "no file matches" in capsys.readouterr().err
+
+
+def test_backtest_without_predictions_says_what_to_do(capsys):
+    from odds_pipeline.ingestion.store import OddsStore
+    from odds_pipeline.paths import warehouse_path
+
+    with OddsStore(warehouse_path()).connection():
+        pass
+    assert main(["backtest"]) == 1
+    assert "materialize win_probability_predictions" in capsys.readouterr().err

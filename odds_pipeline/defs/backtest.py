@@ -25,7 +25,7 @@ class BacktestReportConfig(dg.Config):
     min_edge: float = Field(default=0.02, description="Bet only when p * price - 1 >= this.")
     max_stake_share: float = Field(default=0.05, description="Largest stake as a bankroll share.")
     book_limits: dict[str, float] = Field(
-        default_factory=dict, description="Per-book maximum stake (none: unlimited)."
+        default={}, description="Per-book maximum stake (none: unlimited)."
     )
     arb_latency_seconds: float = Field(
         default=30.0, description="An arbitrage window must survive this long to be taken."

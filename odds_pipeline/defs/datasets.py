@@ -1,7 +1,7 @@
 """Group `datasets`: the two models' sequence datasets, built through the feature store.
 
 Logic lives in `odds_pipeline.datasets.sequences`; these assets build, split by commence time, save
-under ``<state>/datasets/<name>-<hash>/`` (named by content, so a rebuild of the same data
+under ``$ODDS_PIPELINE_HOME/datasets/NAME-HASH/`` (named by content, so a rebuild of the same data
 is a no-op and a changed dataset never overwrites an older one) and report the manifest.
 The training assets read the exact folder the latest materialization recorded.
 """
@@ -18,17 +18,18 @@ from .resources import WarehouseResource
 GROUP = "datasets"
 OWNERS = ["team:odds-ml"]
 WRITER_POOL = "duckdb_writer"
-FEATURE_DEPS = ["quote_features", "market_features"]
+# Everything the builders read in SQL, so lineage and staleness are right.
+FEATURE_DEPS = ["quote_features", "market_features", "events", "results"]
 SPLIT_FIELDS = {"split_fractions", "split_cuts", "split_by"}
 
 
 class _SplitConfig(dg.Config):
     split_fractions: list[float] = Field(
-        default_factory=lambda: [0.7, 0.15, 0.15],
+        default=[0.7, 0.15, 0.15],
         description="Train / validation / test shares of the events, in commence-time order.",
     )
     split_cuts: list[str] = Field(
-        default_factory=list,
+        default=[],
         description="Instead of fractions: one date (train | test) or two (train | validation | "
         "test), e.g. ['2021-07-01', '2021-08-01'] to train up to 2020/21.",
     )
@@ -54,10 +55,8 @@ class LstmSequencesConfig(_SplitConfig):
     knowledge: str = Field(
         default="observed", description="observed (bulk history) or ingested (as known then)."
     )
-    sides: list[str] = Field(
-        default_factory=lambda: ["home", "away"], description="h2h sides to sample."
-    )
-    leagues: list[str] = Field(default_factory=list, description="Only these leagues (empty: all).")
+    sides: list[str] = Field(default=["home", "away"], description="h2h sides to sample.")
+    leagues: list[str] = Field(default=[], description="Only these leagues (empty: all).")
     oracle: bool = Field(
         default=True,
         description="Add the simulator's true probability (oracle baseline) to the meta.",
@@ -76,9 +75,7 @@ class PairSequencesConfig(_SplitConfig):
     )
     min_len: int = Field(default=8, description="Fewest instants in a sample.")
     cut_stride: int = Field(default=64, description="Instants between two cuts of a pair.")
-    markets: list[str] = Field(
-        default_factory=lambda: ["h2h", "spreads", "totals"], description="Markets to pair."
-    )
+    markets: list[str] = Field(default=["h2h", "spreads", "totals"], description="Markets to pair.")
     max_book_pairs: int = Field(default=10, description="Most-quoted book pairs to keep.")
     slope_steps: int = Field(default=8, description="Steps in the Σ-implied slope rule.")
     knowledge: str = Field(default="observed", description="observed or ingested.")
@@ -233,7 +230,7 @@ def _report(dataset: Any, context: dg.AssetExecutionContext) -> dg.MaterializeRe
     description="One sample per (event, side) of h2h: feature-store values at equally spaced steps before "
     "the decision time, a mask for steps without data, label = that side won; the de-vigged market "
     "probability at decision time (and the simulator's true probability) as baselines. Split by "
-    "commence time; saved under <state>/datasets/ by content hash.",
+    "commence time; saved under $ODDS_PIPELINE_HOME/datasets/ by content hash.",
 )
 def lstm_sequences(
     context: dg.AssetExecutionContext, config: LstmSequencesConfig, warehouse: WarehouseResource
@@ -253,7 +250,7 @@ def lstm_sequences(
     group_name=GROUP,
     owners=OWNERS,
     kinds={"python", "numpy", "duckdb"},
-    deps=["pair_features"],
+    deps=["pair_features", "events"],
     pool=WRITER_POOL,
     description="One sample per (event, market, line, pair of books, direction, cut) from "
     "`pair_features`: the two books' "

@@ -11,7 +11,7 @@
 5. that run rebuilds the dataset, trains a candidate, the gates decide (the old champion is
    re-scored on the new test rows) and the champion alias moves or stays.
 
-It runs in its own state home (``<state>/drill`` unless ODDS_PIPELINE_HOME is set by the
+It runs in its own state home (``$ODDS_PIPELINE_HOME/drill`` unless ODDS_PIPELINE_HOME is set by the
 caller) on a throwaway Dagster instance, so it never touches the pipeline's own warehouse,
 registry aliases or asset history. The same drill runs in `make test` on small data.
 """

@@ -73,7 +73,7 @@ class MarketFeaturesConfig(dg.Config):
         default=24.0, description="A book's quote older than this is not used at t."
     )
     sharp_books: list[str] = Field(
-        default_factory=lambda: list(SHARP_BOOKS),
+        default=list(SHARP_BOOKS),
         description="Books whose de-vigged price is the sharp probability (consensus when none quotes).",
     )
 

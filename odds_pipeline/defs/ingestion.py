@@ -13,7 +13,7 @@ from datetime import UTC
 from typing import Any
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from odds_pipeline.ingestion.ingest import ingest_paths, relative_to_project
 from odds_pipeline.market.quotes import ParseResult, SourceFormatError, combine
@@ -96,27 +96,38 @@ class FileSourceConfig(dg.Config):
 
 class FootballDataConfig(FileSourceConfig):
     paths: list[str] = Field(
-        default_factory=lambda: ["data/samples/football_data/*.csv"],
+        default=["data/samples/football_data/*.csv"],
         description="football-data.co.uk CSVs: files or globs, relative to the project or absolute.",
     )
     prematch_offset_hours: float = Field(
         default=72.0, description="Pre-match prices are observed this long before kickoff."
     )
-    default_kickoff_time: str = Field(
-        default="15:00", description="UK kickoff time for seasons without a Time column."
+    # Any, not str: the Launchpad writes `15:00` unquoted and YAML 1.1 reads it as the
+    # sexagesimal integer 900 (minutes); the validator turns that back into "15:00".
+    default_kickoff_time: Any = Field(
+        default="15:00", description="UK kickoff time (HH:MM) for seasons without a Time column."
     )
+
+    @field_validator("default_kickoff_time", mode="before")
+    @classmethod
+    def _kickoff_as_text(cls, value: Any) -> str:
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 24 * 60:
+            return f"{value // 60:02d}:{value % 60:02d}"
+        if not isinstance(value, str):
+            raise ValueError(f"default_kickoff_time must be HH:MM, got {value!r}")
+        return value
 
 
 class SbrConfig(FileSourceConfig):
     paths: list[str] = Field(
-        default_factory=lambda: ["data/samples/sbr/*.csv"],
+        default=["data/samples/sbr/*.csv"],
         description="sportsbookreviewsonline NBA CSVs: files or globs.",
     )
 
 
 class OddsApiReplayConfig(FileSourceConfig):
     paths: list[str] = Field(
-        default_factory=lambda: ["data/samples/odds_api/*.json*"],
+        default=["data/samples/odds_api/*.json*"],
         description="Saved Odds API v4 responses (.json, .jsonl, .gz; bare lists or historical envelopes).",
     )
 
@@ -211,7 +222,7 @@ def live_raw_dir(partition_key: str):
     partitions_def=LIVE_PARTITIONS,
     retry_policy=dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL),
     description="Live The Odds API feed, one daily partition. Each run polls every configured sport, keeps the raw "
-    "response under <state>/raw/odds_api/<day>/ and reloads the day's responses (idempotent per day).",
+    "response under $ODDS_PIPELINE_HOME/raw/odds_api/YYYY-MM-DD/ and reloads the day's responses (idempotent per day).",
 )
 def odds_api_live(
     context: dg.AssetExecutionContext,
@@ -279,7 +290,7 @@ class SimulatedMarketConfig(dg.Config):
         default=None, description="New home advantage (logit) after the change (None = same)."
     )
     regime_retail_margin: list[float] = Field(
-        default_factory=list, description="New retail margin range [lo, hi] (empty = same)."
+        default=[], description="New retail margin range [lo, hi] (empty = same)."
     )
     regime_drift_scale: float | None = Field(
         default=None, description="New logit sd of price drift steps (None = same)."
@@ -379,7 +390,9 @@ TABLE_DESCRIPTIONS = {
             owners=OWNERS,
             kinds={"duckdb", "table"},
             description=TABLE_DESCRIPTIONS[table],
-            deps=[*SOURCE_ASSETS, odds_api_live],
+            # odds_api_live writes its day partitions into the same tables itself; as a dependency
+            # (never materialized without a key) it made every Materialize ask "are you sure".
+            deps=[*SOURCE_ASSETS],
             skippable=True,
         )
         for table in CANONICAL_TABLES

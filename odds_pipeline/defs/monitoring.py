@@ -229,7 +229,7 @@ class PerformanceConfig(dg.Config):
     owners=OWNERS,
     kinds={"duckdb"},
     pool=WRITER_POOL,
-    deps=["win_probability_predictions", "lstm_champion"],
+    deps=["win_probability_predictions", "results", "lstm_champion"],
     description="Table `performance_metrics`: on events resolved since they were scored, the LSTM "
     "champion's Brier and log loss against the de-vigged market's on the same rows, per window and "
     "overall, with an event-level bootstrap interval and its gate-time ratio. Degradation is a finding "

@@ -58,7 +58,7 @@ class OddsFeedResource(dg.ConfigurableResource):
     """Where live Odds API responses come from; the live client and the replay share one interface."""
 
     sports: list[str] = Field(
-        default_factory=lambda: ["americanfootball_nfl"], description="Odds API sport keys to poll."
+        default=["americanfootball_nfl"], description="Odds API sport keys to poll."
     )
 
     @abstractmethod
@@ -76,6 +76,11 @@ class LiveOddsApiResource(OddsFeedResource):
     markets: str = "h2h,spreads,totals"
     bookmakers: str | None = None
     odds_format: str = "american"
+    base_url: str = Field(
+        default="https://api.the-odds-api.com/v4",
+        description="Root of the v4 API (a proxy, a mirror or a local test server); "
+        "the client adds /sports/<sport>/odds.",
+    )
 
     def get_feed(self):
         from odds_pipeline.ingestion.sources.odds_api import OddsApiClient
@@ -86,6 +91,7 @@ class LiveOddsApiResource(OddsFeedResource):
             markets=self.markets,
             bookmakers=self.bookmakers,
             odds_format=self.odds_format,
+            base_url=self.base_url,
         )
 
 
@@ -93,9 +99,7 @@ class ReplayOddsFeedResource(OddsFeedResource):
     """Serves saved responses as if they were live: for tests, demos and machines without a key."""
 
     paths: list[str] = Field(
-        default_factory=lambda: [
-            str((SAMPLES_DIR / "odds_api" / "*.json*").relative_to(PROJECT_ROOT))
-        ],
+        default=[str((SAMPLES_DIR / "odds_api" / "*.json*").relative_to(PROJECT_ROOT))],
         description="Saved /odds responses (files or globs, relative to the project).",
     )
 
@@ -122,7 +126,7 @@ class MlflowResource(dg.ConfigurableResource):
 
     tracking_uri: str = Field(
         default="",
-        description="MLflow tracking URI; empty = sqlite:///<state>/mlflow/mlflow.db (absolute).",
+        description="MLflow tracking URI; empty = sqlite:///$ODDS_PIPELINE_HOME/mlflow/mlflow.db (absolute).",
     )
     ui_url: str = Field(
         default="http://127.0.0.1:5000",
@@ -204,7 +208,7 @@ REGISTRY_EXPERIMENT = "odds-registry"
         "mlflow_tracking_uri": dg.Field(
             dg.Noneable(str),
             default_value=None,
-            description="Empty = the state home's store (sqlite:///<state>/mlflow/mlflow.db).",
+            description="Empty = the state home's store (sqlite:///$ODDS_PIPELINE_HOME/mlflow/mlflow.db).",
         ),
     },
     description="dagster-mlflow's `mlflow_tracking`: one MLflow run per Dagster run of an op job "

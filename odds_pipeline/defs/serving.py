@@ -67,7 +67,7 @@ def _summary(rows: Any, score_column: str) -> dict[str, Any]:
     kinds={"duckdb", "mlflow"},
     partitions_def=DAILY,
     pool=WRITER_POOL,
-    deps=["quote_features", "market_features", "lstm_champion"],
+    deps=["quote_features", "market_features", "events", "lstm_champion"],
     description="Table `predictions`: P(side wins) for every h2h side of the day's events, scored by the "
     "`odds-lstm` champion at each event's decision time (point in time: no later quote is read), "
     "beside the de-vigged market probability; source `market_fallback` with the reason when there is "
@@ -195,18 +195,16 @@ class ArbitrageScanConfig(dg.Config):
     bankroll: float = Field(default=1000.0, description="Bankroll the stakes are sized for.")
     default_increment: float = Field(default=1.0, description="Stake rounding step of every book.")
     commission: dict[str, float] = Field(
-        default_factory=lambda: {"betfair_ex": 0.02},
+        default={"betfair_ex": 0.02},
         description="Per-book commission on winnings (e.g. an exchange).",
     )
     stake_limits: dict[str, float] = Field(
-        default_factory=dict, description="Per-book maximum stake (none: unlimited)."
+        default={}, description="Per-book maximum stake (none: unlimited)."
     )
     max_margin: float = Field(
         default=0.05, description="Margins above this are kept apart as suspicious."
     )
-    markets: list[str] = Field(
-        default_factory=lambda: ["h2h", "spreads", "totals"], description="Markets to scan."
-    )
+    markets: list[str] = Field(default=["h2h", "spreads", "totals"], description="Markets to scan.")
 
     def scan_config(self) -> Any:
         from odds_pipeline.scoring.arbitrage import ScanConfig

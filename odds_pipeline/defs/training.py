@@ -210,7 +210,12 @@ def train_candidate(
             on_epoch=epoch_logger(context, tconfig.epochs),
         )
         summary = result.summary()
-        tracking.log_metrics({k: v for k, v in summary.items() if k not in ("n_train", "n_val")})
+        # At the last epoch's step: logged at step 0, best_val_loss's chart mixed the final
+        # value with the per-epoch ones.
+        tracking.log_metrics(
+            {k: v for k, v in summary.items() if k not in ("n_train", "n_val")},
+            step=result.epochs_run,
+        )
         candidate.mlflow_log_json({"history.json": result.history})
         p_test = training.predict_proba(
             result.model, prepared.arrays["test"], input_keys=prepared.input_keys
@@ -337,7 +342,8 @@ def _headline_metadata(rows_path: Any) -> dict[str, Any]:
     owners=OWNERS,
     kinds={"pytorch", "mlflow"},
     pool=POOL,
-    deps=[lstm_sequences, "lstm_tuning"],
+    # Not a dependency: a study is optional (the config is used without one).
+    deps=[lstm_sequences],
     description="Masked LSTM win-probability candidate: trained on the train window, early-stopped on "
     "validation, evaluated on the test window against the de-vigged market probability at decision time "
     "(and the simulator's true probability); registered as `odds-lstm` with alias `challenger`.",
@@ -353,7 +359,7 @@ def lstm_candidate(
     owners=OWNERS,
     kinds={"pytorch", "mlflow"},
     pool=POOL,
-    deps=[arbitrage_pair_sequences, "transformer_tuning"],
+    deps=[arbitrage_pair_sequences],
     description="Dual-stream ALiBi transformer candidate for an arbitrage window opening ahead (arb_ahead): "
     "evaluated on the test window against the classical Σ-implied rules (now, window minimum, slope); "
     "registered as `arb-transformer` with alias `challenger`.",

@@ -1,7 +1,7 @@
 """Group `training`, its Optuna studies: `lstm_tuning` and `transformer_tuning`.
 
 Each run adds trials to a persistent study (TPE, median pruning on validation loss,
-stored under <state>/optuna/); every trial is a nested MLflow run. The candidates in
+stored under $ODDS_PIPELINE_HOME/optuna/); every trial is a nested MLflow run. The candidates in
 `training.py` take the best trial's parameters when a study exists.
 """
 
@@ -154,7 +154,7 @@ def run_tuning(
     pool=POOL,
     deps=[lstm_sequences],
     description="Optuna study for the LSTM (TPE, median pruning on validation loss, persisted under "
-    "<state>/optuna/ so each run adds trials); each trial is a nested MLflow run. lstm_candidate uses "
+    "$ODDS_PIPELINE_HOME/optuna/ so each run adds trials); each trial is a nested MLflow run. lstm_candidate uses "
     "the best trial's parameters.",
 )
 def lstm_tuning(

@@ -205,6 +205,14 @@ class ArbitrageScanConfig(dg.Config):
         default=0.05, description="Margins above this are kept apart as suspicious."
     )
     markets: list[str] = Field(default=["h2h", "spreads", "totals"], description="Markets to scan.")
+    alert_new_windows: bool = Field(
+        default=True,
+        description="Send each new actionable window (not in the previous scan) to the alert sink.",
+    )
+    alert_max_age_minutes: float = Field(
+        default=60.0,
+        description="Only windows opened this recently (before the newest quote) are alerted.",
+    )
 
     def scan_config(self) -> Any:
         from odds_pipeline.scoring.arbitrage import ScanConfig
@@ -218,6 +226,63 @@ class ArbitrageScanConfig(dg.Config):
             max_margin=self.max_margin,
             markets=tuple(self.markets),
         )
+
+
+MAX_ALERTS_PER_RUN = 20
+
+
+def _window_keys(con: Any) -> set[tuple]:
+    """Actionable windows of the previous scan (to alert only what is new)."""
+    from odds_pipeline.scoring.arbitrage import WINDOWS_TABLE
+    from odds_pipeline.warehouse import table_exists
+
+    if not table_exists(con, WINDOWS_TABLE):
+        return set()
+    rows = con.execute(
+        f"SELECT event_id, market, line, opened_at FROM {WINDOWS_TABLE} WHERE status = 'actionable'"
+    ).fetchall()
+    return {(e, m, None if ln is None else float(ln), str(o)) for e, m, ln, o in rows}
+
+
+def _alert_new_windows(
+    context: dg.AssetExecutionContext, written: Any, before: set[tuple], config: Any
+) -> int:
+    """Each new, recent actionable window to the alert sink with its stakes; never fails."""
+    import pandas as pd
+
+    from odds_pipeline.monitoring.alerts import arbitrage_alert, sink_from_env
+    from odds_pipeline.scoring.arbitrage import legs_of
+
+    actionable = written[written["status"] == "actionable"]
+    if actionable.empty:
+        return 0
+    newest = pd.to_datetime(actionable["closed_at"].fillna(actionable["opened_at"]), utc=True).max()
+    opened = pd.to_datetime(actionable["opened_at"], utc=True)
+    recent = opened >= newest - pd.Timedelta(minutes=config.alert_max_age_minutes)
+    new = [
+        row
+        for row in actionable[recent].to_dict("records")
+        if (
+            row["event_id"],
+            row["market"],
+            None if pd.isna(row["line"]) else float(row["line"]),
+            str(row["opened_at"]),
+        )
+        not in before
+    ]
+    try:
+        sink = sink_from_env()
+    except ValueError as exc:  # a malformed webhook URL: say so, do not fail the scan
+        context.log.warning(f"arbitrage alerts not sent: {exc}")
+        return 0
+    sent = sum(
+        1
+        for row in new[:MAX_ALERTS_PER_RUN]
+        if sink.send(arbitrage_alert(row, legs_of(row))).delivered
+    )
+    if len(new) > MAX_ALERTS_PER_RUN:
+        context.log.warning(f"{len(new) - MAX_ALERTS_PER_RUN} more new windows not alerted")
+    return sent
 
 
 @dg.asset(
@@ -246,8 +311,12 @@ def arbitrage_opportunities(
     except ValueError as exc:
         raise dg.Failure(description=f"invalid scan config: {exc}", allow_retries=False) from exc
     with warehouse.store().connection() as con:
+        before = _window_keys(con)
         result = scan(con, scan_config)
         written = write_windows(con, result.windows, ARBITRAGE_SCORES_TABLE)
+    alerted = (
+        _alert_new_windows(context, written, before, config) if config.alert_new_windows else 0
+    )
     actionable = written[written["status"] == "actionable"]
     durations = actionable["duration_seconds"].dropna().to_numpy(np.float64)
     metadata: dict[str, Any] = {
@@ -258,6 +327,7 @@ def arbitrage_opportunities(
         "quotes_read": dg.MetadataValue.int(int(result.quotes_read)),
         "quotes_ignored_bad_price": dg.MetadataValue.int(int(result.quotes_ignored_bad_price)),
         "with_champion_score": dg.MetadataValue.int(int(written["arb_ahead_score"].notna().sum())),
+        "alerts_sent": dg.MetadataValue.int(alerted),
     }
     if len(durations):
         metadata["duration_seconds"] = dg.MetadataValue.json(

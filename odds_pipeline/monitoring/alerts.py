@@ -638,3 +638,25 @@ def failure_alert(
         link=run_url,
         dedupe_key=f"run_failure:{job}:{step or '-'}:{kind}",
     )
+
+
+def arbitrage_alert(window: Mapping[str, Any], legs: list[Mapping[str, Any]]) -> Alert:
+    """A new actionable arbitrage window: what to back where, for how much, and what it pays."""
+    line = window.get("line")
+    market = f"{window['market']}" + ("" if line is None or line != line else f" {line:g}")
+    rows = [
+        f"{leg.get('outcome')} @ {leg.get('bookmaker')}: {float(leg.get('price', 0)):.3f}, "
+        f"stake {float(leg.get('stake', 0)):.2f}"
+        for leg in legs
+    ]
+    margin = float(window.get("best_margin") or 0.0)
+    profit = float(window.get("guaranteed_profit") or 0.0)
+    return Alert(
+        title=f"Arbitrage {margin:.2%} on {window['event_id']} ({market})",
+        text="\n".join(
+            [*rows, f"guaranteed profit after rounding {profit:.2f}; opened {window.get('opened_at')}"]
+        ),
+        severity="info",
+        fields={"event": str(window["event_id"]), "market": market, "margin": f"{margin:.4f}"},
+        dedupe_key=f"arb:{window['event_id']}:{market}:{window.get('opened_at')}",
+    )

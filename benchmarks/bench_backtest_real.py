@@ -31,7 +31,7 @@ from odds_pipeline.training.kinds import KINDS
 
 LEAGUES = {
     "epl": ("football-data", [str(SHARED_DATA / "football-data" / "E0" / "*.csv")], 1.0),
-    "nba": ("sbr", [str(SHARED_DATA / "sbr" / "*")], 0.0),
+    "nba": ("sbr", [str(SHARED_DATA / "sbr" / "nba" / "*")], 0.0),
 }
 
 

@@ -42,8 +42,8 @@ run: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	@echo "      MLflow UI:  make mlflow  (then http://127.0.0.1:5000)"
 
 drill: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
-	@# The drift drill (odds_pipeline/defs/drill.py) in its own state home, on the instance above.
-	ODDS_PIPELINE_HOME=$(ODDS_PIPELINE_HOME)/drill $(BIN)/python -m odds_pipeline.defs.drill
+	@# The drift drill (odds_pipeline/drill.py) in its own state home, on the instance above.
+	ODDS_PIPELINE_HOME=$(ODDS_PIPELINE_HOME)/drill $(BIN)/python -m odds_pipeline.drill
 
 dev: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from odds_pipeline.defs.drill import run_drill
+from odds_pipeline.drill import run_drill
 from odds_pipeline_tests.mlflow_fixtures import mlflow_db_template, mlflow_store  # noqa: F401
 
 

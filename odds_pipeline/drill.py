@@ -1,6 +1,6 @@
 """The drift drill: the whole loop on the simulator, each step printed with its numbers.
 
-    make drill            # or: python -m odds_pipeline.defs.drill [--old 240 --new 160]
+    make drill            # or: python -m odds_pipeline.drill [--old 240 --new 160]
 
 1. the old regime is simulated, features computed, the LSTM trained, judged by the gates and
    promoted (drill thresholds: small data, see DRILL_GATES);

@@ -3,7 +3,8 @@
 Every file is parsed before anything is written, so a malformed file fails the whole
 ingestion with nothing written; then each load replaces its previous version in its own
 transaction (all-or-nothing per load), so readers get in between loads
-(`OddsStore.replace_loads`).
+(`OddsStore.replace_loads`). A file is a load keyed by its path (`store.load_id_for`); a
+file whose content another load of the source already holds is skipped and reported.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
-from odds_pipeline.ingestion.sources import expand_paths, load_id_for
-from odds_pipeline.ingestion.store import OddsStore
+from odds_pipeline.ingestion.sources import expand_paths
+from odds_pipeline.ingestion.store import FileLoad, OddsStore, load_id_for
 from odds_pipeline.market.quotes import ParseResult, combine
 from odds_pipeline.paths import PROJECT_ROOT
 
@@ -53,9 +54,30 @@ def ingest_paths(
     patterns: list[str],
     **options: object,
 ) -> ParseResult:
-    per_file = parse_paths(parse_file, source, patterns, **options)
-    store.replace_loads(source, per_file)
-    return combine(list(per_file.values()))
+    """Parse every file, then write each as its own load; the result is what was written.
+
+    Its `notes` say what the run did with the files: `loads` (ids written, in order),
+    `duplicate_content` (path of a skipped copy -> the load holding its content) and
+    `replaced_loads` (deleted load -> the load now holding its file: old-style ids, stale
+    copies), the last two only when not empty.
+    """
+    files = [
+        FileLoad.of(source, path, root=PROJECT_ROOT)
+        for path in expand_paths(patterns, base=PROJECT_ROOT)
+    ]
+    per_file = {f.load_id: parse_file(f.path, **options) for f in files}
+    report = store.replace_loads(source, per_file, files={f.load_id: f for f in files})
+    result = combine([per_file[load_id] for load_id in report.written])
+    result.notes["loads"] = list(report.written)
+    if report.duplicates:
+        by_id = {f.load_id: f for f in files}
+        result.notes["duplicate_content"] = {
+            relative_to_project(by_id[copy].path): holder
+            for copy, holder in report.duplicates.items()
+        }
+    if report.replaced:
+        result.notes["replaced_loads"] = dict(report.replaced)
+    return result
 
 
 def relative_to_project(path: str | Path) -> str:

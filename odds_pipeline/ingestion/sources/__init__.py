@@ -2,7 +2,8 @@
 
 Every adapter module exposes `SOURCE` (its name) and
 `parse_file(path, *, keep_in_play=False, ...) -> ParseResult`; a file is one load
-(`load_id_for(SOURCE, path)`), so re-ingesting a file replaces what it wrote.
+(`load_id_for(SOURCE, path)`: the store's function, re-exported here for the adapters), so
+re-ingesting a file replaces what it wrote.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# The store owns load ids; one function makes them (the path, not the name: see there).
+from odds_pipeline.ingestion.store import load_id_for as load_id_for
 from odds_pipeline.market.quotes import SourceFormatError
 
 
@@ -42,11 +45,6 @@ def expand_paths(patterns: list[str] | tuple[str, ...], *, base: Path | None = N
             seen.add(path)
             unique.append(path)
     return unique
-
-
-def load_id_for(source: str, path: str | Path) -> str:
-    """One file = one load, keyed by file name so the same file in another folder replaces it."""
-    return f"{source}:{Path(path).name}"
 
 
 # --------------------------------------------------------------------------------------

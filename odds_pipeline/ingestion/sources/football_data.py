@@ -55,7 +55,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from odds_pipeline.ingestion.sources import CsvTable, load_id_for, read_csv_table
+from odds_pipeline.ingestion.sources import CsvTable, read_csv_table
+from odds_pipeline.ingestion.store import load_id_for  # the one home of load ids
 from odds_pipeline.market.quotes import (
     CANDIDATE_COLUMNS,
     EVENT_COLUMNS,

@@ -59,7 +59,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from odds_pipeline.ingestion.sources import CsvTable, load_id_for, read_csv_table
+from odds_pipeline.ingestion.sources import CsvTable, read_csv_table
+from odds_pipeline.ingestion.store import load_id_for  # the one home of load ids
 from odds_pipeline.market.odds_math import american_to_decimal_array
 from odds_pipeline.market.quotes import (
     CANDIDATE_COLUMNS,

@@ -393,7 +393,9 @@ def test_options_set_bookmaker_league_and_ids(tmp_path: Path) -> None:
     assert set(result.quotes["bookmaker"]) == {"sbr_pinnacle"}
     assert result.events["event_id"].iloc[0] == "sbr:wnba:2017-10-17:501-502"
     assert set(result.events["league"]) == {"WNBA"}
-    assert set(result.quotes["load_id"]) == {"sbr:nba_odds_2017-18.csv"}
+    # Load ids are the file's path (relative to the project, else absolute), not its name.
+    path = (tmp_path / "nba_odds_2017-18.csv").resolve()
+    assert set(result.quotes["load_id"]) == {f"sbr:{path.as_posix()}"}
 
 
 def test_vendored_sample_parses_completely() -> None:

@@ -7,7 +7,12 @@ import dagster as dg
 from odds_pipeline.defs.backtest import BACKTEST_ASSETS
 from odds_pipeline.defs.datasets import DATASET_ASSETS
 from odds_pipeline.defs.features import FEATURE_ASSETS, FEATURE_CHECKS
-from odds_pipeline.defs.ingestion import SOURCE_ASSETS, canonical_odds_tables, odds_api_live
+from odds_pipeline.defs.ingestion import (
+    SOURCE_ASSETS,
+    canonical_odds_tables,
+    odds_api_live,
+    odds_api_scores,
+)
 from odds_pipeline.defs.ingestion_checks import INGESTION_CHECKS
 from odds_pipeline.defs.jobs import (
     default_pipeline_job,
@@ -15,6 +20,8 @@ from odds_pipeline.defs.jobs import (
     ingestion_job,
     odds_api_live_job,
     odds_api_live_poll_schedule,
+    odds_api_scores_job,
+    odds_api_scores_schedule,
 )
 from odds_pipeline.defs.maintenance import MAINTENANCE_JOBS, MAINTENANCE_SENSORS
 from odds_pipeline.defs.monitoring import (
@@ -37,6 +44,7 @@ def build_definitions() -> dg.Definitions:
         assets=[
             *SOURCE_ASSETS,
             odds_api_live,
+            odds_api_scores,
             canonical_odds_tables,
             *FEATURE_ASSETS,
             *DATASET_ASSETS,
@@ -54,6 +62,7 @@ def build_definitions() -> dg.Definitions:
             ingestion_job,
             features_job,
             odds_api_live_job,
+            odds_api_scores_job,
             rollback_champion,
             serving_job,
             monitoring_job,
@@ -61,7 +70,12 @@ def build_definitions() -> dg.Definitions:
             *SENSOR_JOBS,
             *MAINTENANCE_JOBS,
         ],
-        schedules=[odds_api_live_poll_schedule, nightly_monitoring, nightly_retrain],
+        schedules=[
+            odds_api_live_poll_schedule,
+            odds_api_scores_schedule,
+            nightly_monitoring,
+            nightly_retrain,
+        ],
         sensors=[*SENSORS, *MAINTENANCE_SENSORS],
         resources={
             "warehouse": WarehouseResource(),

@@ -65,6 +65,10 @@ def ingestion_metadata(result: ParseResult) -> dict[str, object]:
     encodings = result.notes.get("file_encodings")
     if encodings:
         extra["file_encodings"] = dg.MetadataValue.json(encodings)
+    # File assets (`ingest_paths`): the loads written, copies skipped, old ids replaced.
+    for key in ("loads", "duplicate_content", "replaced_loads"):
+        if key in result.notes:
+            extra[key] = dg.MetadataValue.json(result.notes[key])
     return extra | {
         "dagster/row_count": dg.MetadataValue.int(summary["quotes_accepted"]),
         "prices_read": dg.MetadataValue.int(summary["prices_read"]),
@@ -268,6 +272,93 @@ def odds_api_live(
     metadata["quota"] = dg.MetadataValue.json(quota)
     metadata["raw_responses"] = dg.MetadataValue.int(len(per_file_ids))
     metadata["load_id"] = dg.MetadataValue.text(load_id)
+    return dg.MaterializeResult(metadata=metadata)
+
+
+class OddsApiScoresConfig(dg.Config):
+    days_from: int = Field(
+        default=3,
+        ge=1,
+        le=3,
+        description="Completed games of the last N days (1-3, the endpoint's daysFrom).",
+    )
+
+
+@dg.asset(
+    group_name=GROUP,
+    owners=OWNERS,
+    kinds={"python", "duckdb", "api"},
+    pool=WRITER_POOL,
+    partitions_def=LIVE_PARTITIONS,
+    retry_policy=dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL),
+    description="Outcomes of live-feed events from The Odds API `/scores` endpoint, one daily partition: "
+    "results (final scores, resolved_at = the API's last_update) of completed games, joined to the odds "
+    "feed's events by id. Each run polls every configured sport, keeps the raw response under "
+    "$ODDS_PIPELINE_HOME/raw/odds_api_scores/YYYY-MM-DD/ and reloads the day's responses as one load.",
+)
+def odds_api_scores(
+    context: dg.AssetExecutionContext,
+    config: OddsApiScoresConfig,
+    warehouse: WarehouseResource,
+    odds_feed: OddsFeedResource,
+) -> dg.MaterializeResult:
+    from odds_pipeline.ingestion.sources import odds_api, odds_api_scores
+
+    day = context.partition_key
+    raw_dir = state_home() / "raw" / "odds_api_scores" / day
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    feed = odds_feed.get_scores_feed()
+    quota: dict[str, object] = {}
+    for sport in odds_feed.sports:
+        try:
+            response = feed.scores(sport, config.days_from)
+        except odds_api.TransientFeedError:
+            raise  # rate limit or outage: the retry policy tries again later
+        except odds_api.FeedError as exc:  # refused key, unknown sport: retrying cannot help
+            raise dg.Failure(description=str(exc), allow_retries=False) from exc
+        received = response.received_at.astimezone(UTC)
+        envelope = {
+            "timestamp": received.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "sport": sport,
+            "data": response.payload,
+        }
+        body = json.dumps(envelope, sort_keys=True).encode()
+        name = f"{sport}-{received:%Y%m%dT%H%M%SZ}-{hashlib.sha1(body).hexdigest()[:10]}.json.gz"
+        target = raw_dir / name
+        if not target.exists():
+            tmp = target.with_suffix(".tmp")
+            tmp.write_bytes(gzip.compress(body, mtime=0))
+            tmp.replace(target)
+        quota[sport] = dict(response.quota)
+        context.log.info(f"polled {sport} scores: {len(response.payload)} events")
+
+    # Every response of the day, oldest first per sport: a later snapshot's result wins, and
+    # a result stays when it has left the daysFrom window of later polls.
+    files = sorted(raw_dir.glob("*.json.gz"))
+    with failing_clearly("odds_api_scores"):
+        result = combine([odds_api_scores.parse_scores_file(f) for f in files])
+    load_id = odds_api_scores.load_id_of(day)
+    warehouse.store().replace_loads(odds_api_scores.SOURCE, {load_id: result})
+    summary = odds_api_scores.summarize_scores(result)
+    metadata: dict[str, object] = {
+        "dagster/row_count": dg.MetadataValue.int(summary["written"]),
+        "events": dg.MetadataValue.int(summary["events"]),
+        "completed": dg.MetadataValue.int(summary["completed"]),
+        "written": dg.MetadataValue.int(summary["written"]),
+        "skipped": dg.MetadataValue.int(summary["skipped"]),
+        "skipped_reasons": dg.MetadataValue.json(summary["skipped_reasons"]),
+        "in_progress": dg.MetadataValue.int(summary["in_progress"]),
+        "not_started": dg.MetadataValue.int(summary["not_started"]),
+        "unknown_columns": dg.MetadataValue.json(result.unknown_columns),
+        "quota": dg.MetadataValue.json(quota),
+        "raw_responses": dg.MetadataValue.int(len(files)),
+        "load_id": dg.MetadataValue.text(load_id),
+        "preview": dg.MetadataValue.md(
+            markdown_table(result.results, ["event_id", "home_score", "away_score", "resolved_at"])
+        ),
+    }
+    if result.warnings:
+        metadata["warnings"] = dg.MetadataValue.json(result.warnings[:50])
     return dg.MaterializeResult(metadata=metadata)
 
 

@@ -3,7 +3,7 @@
 import dagster as dg
 
 from .datasets import DATASET_ASSETS
-from .ingestion import CANONICAL_TABLES, SOURCE_ASSETS, odds_api_live
+from .ingestion import CANONICAL_TABLES, SOURCE_ASSETS, odds_api_live, odds_api_scores
 from .training import CANDIDATE_ASSETS
 
 # Everything `make run` materializes: samples, simulator, canonical tables, features, datasets, candidates.
@@ -54,3 +54,24 @@ odds_api_live_job = dg.define_asset_job(
 def odds_api_live_poll_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
     day = context.scheduled_execution_time.strftime("%Y-%m-%d")
     return dg.RunRequest(partition_key=day, tags={"odds_pipeline/trigger": "live_poll"})
+
+
+odds_api_scores_job = dg.define_asset_job(
+    name="odds_api_scores_poll",
+    selection=dg.AssetSelection.assets(odds_api_scores),
+    description="Fetch The Odds API /scores (daysFrom) into today's partition: results of live events.",
+)
+
+
+@dg.schedule(
+    job=odds_api_scores_job,
+    cron_schedule="0 * * * *",
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="Hourly: outcomes of the live feed's events (The Odds API /scores), which the "
+    "performance report and the backtests settle on. Stopped by default: each call costs quota "
+    "(2 per sport with daysFrom). Start it with the live poll once ODDS_API_KEY is set.",
+)
+def odds_api_scores_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+    day = context.scheduled_execution_time.strftime("%Y-%m-%d")
+    return dg.RunRequest(partition_key=day, tags={"odds_pipeline/trigger": "scores_poll"})

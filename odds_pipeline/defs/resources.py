@@ -65,6 +65,10 @@ class OddsFeedResource(dg.ConfigurableResource):
     def get_feed(self):  # -> odds_pipeline.ingestion.sources.odds_api.OddsFeed
         ...
 
+    @abstractmethod
+    def get_scores_feed(self):  # -> odds_pipeline.ingestion.sources.odds_api_scores.ScoresFeed
+        """Where `/scores` responses come from (outcomes of the events the odds feed prices)."""
+
 
 class LiveOddsApiResource(OddsFeedResource):
     """The Odds API v4 over HTTPS. The key comes from the ODDS_API_KEY environment variable."""
@@ -94,6 +98,10 @@ class LiveOddsApiResource(OddsFeedResource):
             base_url=self.base_url,
         )
 
+    def get_scores_feed(self):
+        """The same client: it also calls `/scores` (same key, retries and scrubbing)."""
+        return self.get_feed()
+
 
 class ReplayOddsFeedResource(OddsFeedResource):
     """Serves saved responses as if they were live: for tests, demos and machines without a key."""
@@ -108,6 +116,17 @@ class ReplayOddsFeedResource(OddsFeedResource):
         from odds_pipeline.ingestion.sources.odds_api import ReplayFeed
 
         return ReplayFeed(expand_paths(self.paths, base=PROJECT_ROOT))
+
+    scores_paths: list[str] = Field(
+        default=[str((SAMPLES_DIR / "odds_api_scores" / "*.json*").relative_to(PROJECT_ROOT))],
+        description="Saved /scores responses (files or globs, relative to the project).",
+    )
+
+    def get_scores_feed(self):
+        from odds_pipeline.ingestion.sources import expand_paths
+        from odds_pipeline.ingestion.sources.odds_api_scores import ReplayScoresFeed
+
+        return ReplayScoresFeed(expand_paths(self.scores_paths, base=PROJECT_ROOT))
 
 
 def default_odds_feed() -> OddsFeedResource:

@@ -63,7 +63,8 @@ Outcomes and markets
 Ids
     event_id = the API's `id`, bookmaker = the bookmaker `key`; events: sport = `sport_key`,
     league = `sport_title`, season = None (a season does not follow from one date: NFL
-    2025 runs into January 2026). No results: the feed has no scores. `source_record` is a
+    2025 runs into January 2026); `event_id_of` is that rule, shared with the scores
+    endpoint (`odds_api_scores`), which alone gives results. `source_record` is a
     JSON path, e.g. "line 17: data[3].bookmakers[2].markets[0].outcomes[1]". Fields the v4
     documentation does not list are reported in `unknown_columns` ("event.status", ...).
 
@@ -71,8 +72,13 @@ Live client
     `OddsFeed.fetch_odds(sport) -> FeedResponse` is implemented by `OddsApiClient` (HTTPS,
     retries 429/5xx with exponential backoff honouring Retry-After, raises `FeedAuthError`
     at once on 401/403) and by `ReplayFeed` (saved files, no network), so tests and
-    Dagster swap one for the other. The API key travels only in the query string of the
-    request itself: it is never kept in a URL, message, log line, repr or response.
+    Dagster swap one for the other. `OddsApiClient.scores(sport, days_from)` calls the
+    scores endpoint the same way (`odds_api_scores.ReplayScoresFeed` replays saved ones).
+    `base_url` (default The Odds API v4 host) points the client elsewhere (a local server
+    in tests). The API key travels only in the query string of the request itself: it is
+    never kept in a URL, message, repr or response, and creating a client installs
+    `KeyScrubber` (root handlers, urllib3 and requests loggers), which masks the key and
+    any `apiKey=` value in every log record, so urllib3's DEBUG request lines are clean.
 """
 
 from __future__ import annotations
@@ -82,15 +88,16 @@ import gzip
 import json
 import logging
 import re
+import threading
 import time
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 import numpy as np
 import pandas as pd
@@ -119,6 +126,7 @@ DEFAULT_SPORTS: tuple[str, ...] = (
 )
 ODDS_FORMATS = ("american", "decimal")
 QUOTA_HEADERS = ("x-requests-remaining", "x-requests-used", "x-requests-last")
+MAX_SCORES_DAYS_FROM = 3  # the scores endpoint's daysFrom: completed games of the last 1-3 days
 
 log = logging.getLogger(__name__)
 
@@ -697,6 +705,14 @@ def _source_records(
     return joined.to_numpy(zero_copy_only=False)
 
 
+def event_id_of(raw_id: Any) -> str | None:
+    """The canonical event_id of an Odds API event: its `id` as text (None when missing).
+
+    One definition for every endpoint (odds, historical odds, scores), so results join events.
+    """
+    return None if raw_id is None else str(raw_id)
+
+
 def _events_frame(lv: _Levels) -> pd.DataFrame:
     ids = _decode(lv.e_id)
     if not len(ids):
@@ -715,7 +731,7 @@ def _events_frame(lv: _Levels) -> pd.DataFrame:
         }
     )
     events = events[events["event_id"].notna()].copy()
-    events["event_id"] = events["event_id"].astype(str)
+    events["event_id"] = events["event_id"].map(event_id_of)
     # File order = snapshot order: the last record carries the latest commence_time.
     return events.drop_duplicates("event_id", keep="last").reset_index(drop=True)[EVENT_COLUMNS]
 
@@ -990,6 +1006,17 @@ def _documents(path: Path, data: bytes, lines: bool) -> Iterator[tuple[int | Non
         yield number, doc
 
 
+def read_documents(path: str | Path) -> Iterator[tuple[int | None, Any]]:
+    """(line or None, parsed JSON) per document of a saved response file, any endpoint.
+
+    Same reading rules as `parse_file` (.json/.jsonl, gzip by magic bytes); unreadable
+    files and invalid JSON raise `SourceFormatError` naming the line.
+    """
+    path = Path(path)
+    data, lines = _file_bytes(path)
+    yield from _documents(path, data, lines)
+
+
 def _python_levels(path: Path, data: bytes, lines: bool) -> _Levels:
     flat = _Flattener()
     number: int | None = None
@@ -1175,8 +1202,147 @@ def _header_value(value: str) -> int | float | str:
     return value
 
 
+# --------------------------------------------------------------------------------------
+# Keeping the key out of logs. The client never logs it, but urllib3 logs every request
+# line, query string included ("GET /v4/sports/x/odds?apiKey=... HTTP/1.1" 200), at DEBUG:
+# the natural first step when debugging the feed put the key into the event log.
+# --------------------------------------------------------------------------------------
+
+MASK = "***"
+_KEY_PARAM = re.compile(r"(?i)(api[_-]?key=)[^&\s'\"<>]+")
+# Logger filters run only for records created on that very logger (not for records that
+# propagate up from children), so urllib3's modules are named one by one.
+SCRUBBED_LOGGERS: tuple[str, ...] = (
+    "urllib3",
+    "urllib3.connectionpool",
+    "urllib3.connection",
+    "urllib3.poolmanager",
+    "urllib3.response",
+    "urllib3.util.retry",
+    "requests",
+    __name__,
+)
+
+
+def scrub_key(text: str, secrets: Iterable[str] = ()) -> str:
+    """`text` without the given secrets (pass URL-encoded forms too) and any `apiKey=` value."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, MASK)
+    return _KEY_PARAM.sub(lambda m: m.group(1) + MASK, text)
+
+
+class KeyScrubber(logging.Filter):
+    """Masks API keys in every record it sees: message, arguments, traceback, stack.
+
+    Installed on the root logger's handlers (every record that reaches them, whatever the
+    logger and level) and on urllib3's and requests' loggers (their records are clean before
+    any handler, also one added later). It never drops a record.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._secrets: tuple[str, ...] = ()
+        self._lock = threading.Lock()
+
+    def add(self, secret: str) -> None:
+        """Also mask this key wherever it appears (raw or URL-encoded), not only after apiKey=."""
+        with self._lock:
+            variants = {*self._secrets, secret, quote(secret, safe="")} - {""}
+            self._secrets = tuple(sorted(variants, key=len, reverse=True))
+
+    def scrub(self, text: str) -> str:
+        return scrub_key(text, self._secrets)
+
+    def _clean_arg(self, value: Any, *, render: bool) -> Any:
+        """Text is scrubbed; other objects only when `render` (then shown as clean text)."""
+        if isinstance(value, str):
+            return self.scrub(value)
+        if not render or value is None or isinstance(value, int | float):
+            return value
+        text = str(value)
+        clean = self.scrub(text)
+        return clean if clean != text else value  # keep the object (and %d/%r) when harmless
+
+    def _clean_args(self, record: logging.LogRecord, *, render: bool) -> None:
+        if isinstance(record.args, tuple):
+            record.args = tuple(self._clean_arg(a, render=render) for a in record.args)
+        elif isinstance(record.args, Mapping):
+            record.args = {k: self._clean_arg(v, render=render) for k, v in record.args.items()}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # badly formed: clean what logging's error report prints (msg, args)
+            message = None
+        if message is None:
+            text = record.msg if isinstance(record.msg, str) else str(record.msg)
+            if self.scrub(text) != text:
+                record.msg = self.scrub(text)
+            self._clean_args(record, render=True)
+        elif self.scrub(message) != message:
+            record.msg, record.args = self.scrub(message), None  # the clean text, formatted once
+        else:  # nothing shown holds a key; text arguments are cleaned for handlers reading them
+            self._clean_args(record, render=False)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self.scrub(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.scrub(record.stack_info)
+        return True
+
+
+_KEY_SCRUBBER = KeyScrubber()
+
+
+def install_key_scrubber(secret: str | None = None) -> KeyScrubber:
+    """Mask `secret` (and every apiKey= value) in logs from now on; safe to call repeatedly.
+
+    Handlers attached to the root logger later are not covered, but urllib3's and requests'
+    own loggers are, so their request lines are clean whatever handler prints them.
+    """
+    if secret:
+        _KEY_SCRUBBER.add(secret)
+    names = set(SCRUBBED_LOGGERS)
+    names.update(
+        name
+        for name, logger in list(logging.root.manager.loggerDict.items())
+        if isinstance(logger, logging.Logger) and name.startswith(("urllib3.", "requests."))
+    )
+    for name in sorted(names):
+        logging.getLogger(name).addFilter(_KEY_SCRUBBER)  # addFilter ignores one already there
+    for handler in list(logging.getLogger().handlers):
+        handler.addFilter(_KEY_SCRUBBER)
+    return _KEY_SCRUBBER
+
+
+def check_days_from(days_from: int) -> int:
+    """The scores endpoint takes 1-3; outside that it answers 422 (after costing a request)."""
+    if isinstance(days_from, bool) or not isinstance(days_from, int):
+        raise ValueError(f"days_from must be an int from 1 to 3, not {days_from!r}")
+    if not 1 <= days_from <= MAX_SCORES_DAYS_FROM:
+        raise ValueError(f"days_from must be from 1 to {MAX_SCORES_DAYS_FROM}, not {days_from}")
+    return days_from
+
+
+def _checked_base_url(base_url: str) -> str:
+    """`scheme://host[:port][/path]` without a trailing slash; anything else is a config error."""
+    parts = urlsplit(base_url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
+        raise ValueError(
+            f"base_url must look like {DEFAULT_BASE_URL!r} (http(s), a host, no query), "
+            f"not {scrub_key(base_url)!r}"
+        )
+    return base_url.strip().rstrip("/")
+
+
 class OddsApiClient(OddsFeed):
-    """The Odds API v4 `/sports/{sport}/odds` over HTTPS with retries; the key stays secret."""
+    """The Odds API v4 `/sports/{sport}/odds` over HTTPS with retries; the key stays secret.
+
+    `base_url` (default The Odds API v4 host) points it at a proxy, a mirror or a local test
+    server. Creating a client installs the log scrubber (`install_key_scrubber`) for its key.
+    """
 
     def __init__(
         self,
@@ -1201,11 +1367,12 @@ class OddsApiClient(OddsFeed):
         if odds_format not in ODDS_FORMATS:
             raise ValueError(f"odds_format must be one of {ODDS_FORMATS}, not {odds_format!r}")
         self._api_key = api_key
+        install_key_scrubber(api_key)
         self.regions = regions
         self.markets = markets
         self.bookmakers = bookmakers
         self.odds_format = odds_format
-        self.base_url = base_url.rstrip("/")
+        self.base_url = _checked_base_url(base_url)
         self._session = session if session is not None else requests.Session()
         self.max_retries = max_retries
         self.backoff_s = backoff_s
@@ -1240,8 +1407,7 @@ class OddsApiClient(OddsFeed):
         return f"GET {self._url(sport)}?{urlencode(self._params())}"
 
     def _scrub(self, text: str) -> str:
-        text = re.sub(r"(?i)(apiKey=)[^&\s'\"]*", r"\1***", text)
-        return text.replace(self._api_key, "***")
+        return scrub_key(text, (self._api_key, quote(self._api_key, safe="")))
 
     def _retry_after(self, headers: dict[str, str]) -> float | None:
         value = headers.get("retry-after")
@@ -1261,14 +1427,47 @@ class OddsApiClient(OddsFeed):
 
     def fetch_odds(self, sport: str) -> FeedResponse:
         request = self.describe(sport)
-        params = {"apiKey": self._api_key, **self._params()}
+        payload, quota = self._get_list(self._url(sport), self._params(), request)
+        return FeedResponse(
+            sport=sport,
+            payload=payload,
+            received_at=self._clock(),
+            quota=quota,
+            request=request,
+            odds_format=self.odds_format,
+        )
+
+    def _scores_url(self, sport: str) -> str:
+        return f"{self.base_url}/sports/{quote(sport, safe='')}/scores/"
+
+    def scores(self, sport: str, days_from: int = MAX_SCORES_DAYS_FROM) -> FeedResponse:
+        """`/v4/sports/{sport}/scores/?daysFrom=N`: live and upcoming events, and those
+        completed in the last `days_from` days (1-3) with their scores.
+
+        Same retries, 401/403 handling and key scrubbing as `fetch_odds`; the payload is the
+        bare list of events (`odds_api_scores.parse_scores` reads it).
+        """
+        params = {"daysFrom": str(check_days_from(days_from)), "dateFormat": "iso"}
+        request = f"GET {self._scores_url(sport)}?{urlencode(params)}"
+        payload, quota = self._get_list(self._scores_url(sport), params, request)
+        return FeedResponse(
+            sport=sport, payload=payload, received_at=self._clock(), quota=quota, request=request
+        )
+
+    def _get_list(
+        self, url: str, query: dict[str, str], request: str
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """One GET answered by a JSON list, with the quota headers; the key added here only.
+
+        Retries 429/5xx/network errors/unreadable bodies with exponential backoff (honouring
+        Retry-After), raises `FeedAuthError` at once on 401/403 and `FeedError` on other 4xx.
+        """
+        params = {"apiKey": self._api_key, **query}
         problem = "no attempt"
         for attempt in range(self.max_retries + 1):
             retry_after: float | None = None
             try:
-                response = self._session.get(
-                    self._url(sport), params=params, timeout=self.timeout_s
-                )
+                response = self._session.get(url, params=params, timeout=self.timeout_s)
             except OSError as exc:  # requests' ConnectionError/Timeout are OSErrors too
                 problem = f"network error {type(exc).__name__}: {self._scrub(str(exc))[:300]}"
             else:
@@ -1284,7 +1483,8 @@ class OddsApiClient(OddsFeed):
                     retry_after = self._retry_after(headers)
                 elif not 200 <= status < 300:
                     raise FeedError(
-                        f"The Odds API answered HTTP {status} to {request}: {self._body_message(response)}"
+                        f"The Odds API answered HTTP {status} to {request}: "
+                        f"{self._body_message(response)}"
                     )
                 else:
                     try:
@@ -1295,18 +1495,13 @@ class OddsApiClient(OddsFeed):
                     if payload is not None:
                         if not isinstance(payload, list):
                             raise FeedError(
-                                f"The Odds API answered {type(payload).__name__}, not a list of events, to {request}"
+                                f"The Odds API answered {type(payload).__name__}, "
+                                f"not a list of events, to {request}"
                             )
-                        return FeedResponse(
-                            sport=sport,
-                            payload=payload,
-                            received_at=self._clock(),
-                            quota={
-                                h: _header_value(headers[h]) for h in QUOTA_HEADERS if h in headers
-                            },
-                            request=request,
-                            odds_format=self.odds_format,
-                        )
+                        quota = {
+                            h: _header_value(headers[h]) for h in QUOTA_HEADERS if h in headers
+                        }
+                        return payload, quota
             if attempt == self.max_retries:
                 break
             delay = retry_after if retry_after is not None else self.backoff_s * 2**attempt

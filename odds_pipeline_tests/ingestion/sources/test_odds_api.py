@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from odds_pipeline.ingestion.sources import odds_api
+from odds_pipeline.ingestion.sources import load_id_for, odds_api
 from odds_pipeline.ingestion.sources.odds_api import (
     FeedAuthError,
     FeedError,
@@ -166,7 +166,7 @@ def test_bare_list_uses_market_last_update_as_observed_at(tmp_path: Path) -> Non
     assert q.loc[("spreads", "home"), "point"] == -3.5
     assert q.loc[("h2h", "away"), "source_record"] == "[0].bookmakers[0].markets[0].outcomes[0]"
     assert set(result.quotes["source_file"]) == {"nfl.json"}
-    assert set(result.quotes["load_id"]) == {"odds_api:nfl.json"}
+    assert set(result.quotes["load_id"]) == {load_id_for(odds_api.SOURCE, tmp_path / "nfl.json")}
     events = result.events
     assert events.to_dict("records") == [
         {
@@ -736,6 +736,265 @@ def test_client_refuses_empty_key_and_hides_key_in_repr() -> None:
     feed = OddsApiClient(API_KEY, session=FakeSession(FakeResponse(200, [])))
     assert "api_key='***'" in repr(feed)
     assert_no_key(repr(feed), str(feed))
+
+
+# --------------------------------------------------------------------------- secrets: DEBUG logging, a real socket
+
+
+class LocalApi:
+    """An HTTP server on 127.0.0.1 answering from a script, so the real `requests`/urllib3
+    stack (and its DEBUG request lines) runs without the network.
+
+    `answers` are (status, body, headers) taken in order; the last one repeats. `paths`
+    records every request line's target (key included: only the test reads it).
+    """
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.answers: list[tuple[int, Any, dict[str, str]]] = [(200, [], {})]
+        self.paths: list[str] = []
+        api = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                api.paths.append(self.path)
+                status, body, headers = (
+                    api.answers.pop(0) if len(api.answers) > 1 else api.answers[0]
+                )
+                data = body if isinstance(body, bytes) else json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, format: str, *args: Any) -> None:  # the server stays quiet
+                return
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}/v4"
+
+    def answer(self, *answers: tuple[int, Any, dict[str, str]]) -> None:
+        self.answers = list(answers)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def local_api() -> Any:
+    api = LocalApi()
+    yield api
+    api.close()
+
+
+def local_session() -> Any:
+    """A real requests session that ignores proxy settings (127.0.0.1 must stay local)."""
+    import requests
+
+    session = requests.Session()
+    session.trust_env = False
+    return session
+
+
+def debug_logging(caplog: pytest.LogCaptureFixture) -> None:
+    """What an engineer debugging the feed turns on: DEBUG for everything, urllib3 included."""
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="urllib3")
+
+
+def assert_no_key_in_logs(caplog: pytest.LogCaptureFixture) -> None:
+    assert API_KEY not in caplog.text
+    for record in caplog.records:
+        assert API_KEY not in str(record.msg)
+        assert API_KEY not in repr(record.args)
+        assert API_KEY not in record.getMessage()
+        assert API_KEY not in str(record.exc_text or "")
+
+
+def test_key_never_logged_with_debug_logging_against_a_local_server(
+    local_api: LocalApi, caplog: pytest.LogCaptureFixture
+) -> None:
+    debug_logging(caplog)
+    local_api.answer((200, (SAMPLES / "wnba.json").read_bytes(), QUOTA))
+    feed = OddsApiClient(API_KEY, base_url=local_api.base_url, session=local_session())
+    response = feed.fetch_odds("basketball_wnba")
+
+    assert local_api.paths[0].startswith("/v4/sports/basketball_wnba/odds?")
+    assert f"apiKey={API_KEY}" in local_api.paths[0]  # the key did travel, in the request only
+    assert "GET /v4/sports/basketball_wnba/odds?" in caplog.text  # urllib3's DEBUG request line
+    assert "apiKey=***" in caplog.text
+    assert_no_key_in_logs(caplog)
+    result = parse_response(response)
+    assert result.quotes_accepted > 0
+    assert_no_key(
+        repr(response),
+        response.request,
+        response.quota,
+        response.source_file,
+        result.summary(),
+        result.quotes.to_csv(),
+        result.events.to_csv(),
+        repr(feed),
+    )
+
+
+def test_any_logger_and_level_is_scrubbed_once_a_client_exists(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import requests
+
+    debug_logging(caplog)
+    OddsApiClient(API_KEY, session=FakeSession(FakeResponse(200, [])))
+    other = logging.getLogger("some.library")
+    other.debug("GET %s", f"https://example.invalid/v4/sports/x/odds?apiKey={API_KEY}&regions=us")
+    other.info("a mapping %(url)s", {"url": f"/odds?APIKEY={API_KEY}"})
+    other.warning(f"the key itself: {API_KEY}")
+    other.error("as an argument: %s", API_KEY)
+    other.debug("someone else's key: %s", "https://h/x?apiKey=not-ours-0000")
+    try:
+        requests.get(f"http://127.0.0.1:1/v4/sports/x/odds?apiKey={API_KEY}", timeout=2)
+    except requests.RequestException:
+        other.exception("the request failed")
+    assert_no_key_in_logs(caplog)
+    assert "not-ours-0000" not in caplog.text  # any apiKey= parameter, not only ours
+    assert caplog.text.count("***") >= 5
+
+
+def test_scrubber_cleans_every_part_of_a_record() -> None:
+    scrubber = odds_api.KeyScrubber()
+    scrubber.add(API_KEY)
+
+    def record(
+        msg: object, args: Any, exc_info: Any = None, sinfo: Any = None
+    ) -> logging.LogRecord:
+        rec = logging.LogRecord("x", logging.DEBUG, __file__, 1, msg, args, exc_info, sinfo=sinfo)
+        assert scrubber.filter(rec) is True  # never dropped
+        return rec
+
+    bad_format = record("bad %d", (API_KEY,))  # would fail to format: what logging prints
+    assert API_KEY not in str(bad_format.msg) + repr(bad_format.args)
+    mapping = record("%(k)s", ({"k": f"?apiKey={API_KEY}"},))
+    assert mapping.getMessage() == "?apiKey=***"
+    harmless = record("%d events, %r", (3, ["a"]))
+    assert harmless.args == (3, ["a"]) and harmless.getMessage() == "3 events, ['a']"
+    try:
+        raise RuntimeError(f"url ?apiKey={API_KEY}")
+    except RuntimeError:
+        import sys
+
+        with_exc = record("failed", None, exc_info=sys.exc_info(), sinfo=f"stack {API_KEY}")
+    assert API_KEY not in str(with_exc.exc_text) and "apiKey=***" in str(with_exc.exc_text)
+    assert with_exc.stack_info == "stack ***"
+    assert (
+        odds_api.scrub_key(f"a {API_KEY} b api_key=zz&x=1", [API_KEY]) == "a *** b api_key=***&x=1"
+    )
+
+
+def test_scrubbing_filter_is_installed_once(caplog: pytest.LogCaptureFixture) -> None:
+    debug_logging(caplog)
+    for _ in range(3):
+        OddsApiClient(API_KEY, session=FakeSession(FakeResponse(200, [])))
+    for name in ("urllib3", "requests"):
+        filters = [
+            f for f in logging.getLogger(name).filters if isinstance(f, odds_api.KeyScrubber)
+        ]
+        assert len(filters) == 1, name
+    for handler in logging.getLogger().handlers:
+        filters = [f for f in handler.filters if isinstance(f, odds_api.KeyScrubber)]
+        assert len(filters) == 1, handler
+
+
+@pytest.mark.parametrize("status", [401, 500])
+def test_errors_from_a_local_server_never_carry_the_key(
+    local_api: LocalApi, caplog: pytest.LogCaptureFixture, status: int
+) -> None:
+    debug_logging(caplog)
+    local_api.answer((status, {"message": f"bad key {API_KEY} in /odds?apiKey={API_KEY}"}, {}))
+    feed = OddsApiClient(
+        API_KEY, base_url=local_api.base_url, session=local_session(), sleep=lambda s: None
+    )
+    expected = FeedAuthError if status == 401 else TransientFeedError
+    with pytest.raises(expected) as err:
+        feed.fetch_odds("basketball_wnba")
+    assert len(local_api.paths) == (1 if status == 401 else feed.max_retries + 1)
+    assert_no_key(err.value, repr(err.value), err.value.__cause__, err.value.__context__)
+    assert_no_key_in_logs(caplog)
+
+
+def test_connection_refused_never_carries_the_key(caplog: pytest.LogCaptureFixture) -> None:
+    import socket
+
+    debug_logging(caplog)
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    feed = OddsApiClient(
+        API_KEY,
+        base_url=f"http://127.0.0.1:{port}/v4",
+        session=local_session(),
+        sleep=lambda s: None,
+        max_retries=1,
+        timeout_s=2,
+    )
+    with pytest.raises(TransientFeedError) as err:
+        feed.fetch_odds("basketball_wnba")
+    assert "ConnectionError" in str(err.value) and "apiKey=***" in str(err.value)
+    assert_no_key(err.value, repr(err.value), err.value.__cause__, err.value.__context__)
+    assert_no_key_in_logs(caplog)
+
+
+def test_key_never_reaches_the_dagster_event_log_with_urllib3_debug_logs(
+    local_api: LocalApi, isolated_state_home: Path
+) -> None:
+    """The reported leak: urllib3 managed by Dagster at DEBUG put the request line in the run."""
+    import dagster as dg
+
+    from odds_pipeline.defs.ingestion import odds_api_live
+    from odds_pipeline.defs.resources import LiveOddsApiResource, WarehouseResource
+
+    local_api.answer((200, (SAMPLES / "wnba.json").read_bytes(), QUOTA))
+    feed = LiveOddsApiResource(
+        api_key=API_KEY, base_url=local_api.base_url, sports=["basketball_wnba"]
+    )
+    logs = {"python_logs": {"managed_python_loggers": ["urllib3"], "python_log_level": "DEBUG"}}
+    with dg.instance_for_test(overrides=logs) as instance:
+        result = dg.materialize(
+            [odds_api_live],
+            resources={"warehouse": WarehouseResource(), "odds_feed": feed},
+            partition_key="2026-08-08",
+            instance=instance,
+            run_config={"ops": {"odds_api_live": {"config": {"keep_in_play": True}}}},
+        )
+        assert result.success
+        messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
+    assert f"apiKey={API_KEY}" in local_api.paths[0]
+    urllib3_lines = [m for m in messages if "GET /v4/sports/basketball_wnba/odds?" in m]
+    assert urllib3_lines and all("apiKey=***" in m for m in urllib3_lines)
+    assert_no_key(*messages)
+    raw = isolated_state_home / "raw" / "odds_api" / "2026-08-08"
+    assert_no_key(*(gzip.decompress(f.read_bytes()) for f in raw.glob("*.json.gz")))
+
+
+def test_base_url_is_configurable_on_client_and_resource() -> None:
+    from odds_pipeline.defs.resources import LiveOddsApiResource
+
+    assert OddsApiClient(API_KEY, session=FakeSession()).base_url == odds_api.DEFAULT_BASE_URL
+    assert odds_api.DEFAULT_BASE_URL == "https://api.the-odds-api.com/v4"
+    resource = LiveOddsApiResource(api_key=API_KEY)
+    assert resource.base_url == odds_api.DEFAULT_BASE_URL
+    feed = LiveOddsApiResource(api_key=API_KEY, base_url="http://127.0.0.1:8080/v4/").get_feed()
+    assert feed.base_url == "http://127.0.0.1:8080/v4"
+    assert feed.describe("x").startswith("GET http://127.0.0.1:8080/v4/sports/x/odds?")
+    with pytest.raises(ValueError, match="base_url"):
+        OddsApiClient(API_KEY, base_url="api.the-odds-api.com/v4", session=FakeSession())
 
 
 # --------------------------------------------------------------------------- replay feed

@@ -18,6 +18,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@# Debian's PostgreSQL for the Postgres-backed instance test (never fails the install).
 	@bash scripts/ensure_postgres.sh
+	@# Debian's chromium and chromedriver for the real-browser UI test (never fails the install).
+	@bash scripts/ensure_chromium.sh
 	@touch $(STAMP)
 
 install: $(STAMP)

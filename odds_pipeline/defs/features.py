@@ -44,6 +44,23 @@ def _column_schema(group: str) -> dg.TableSchema:
     )
 
 
+class IncrementalConfig(dg.Config):
+    only_load_ids: list[str] = Field(
+        default=[],
+        description="Recompute only the events these loads touched (a live poll's load, e.g. "
+        "odds_api_live:2026-11-30); empty = every event. Identical to a full recompute for them.",
+    )
+
+    def scope(self) -> dict[str, object]:
+        """`where` for the compute functions: the events of these loads, or everything."""
+        if not self.only_load_ids:
+            return {}
+        from odds_pipeline.warehouse import sql_string
+
+        ids = ", ".join(sql_string(i) for i in self.only_load_ids)
+        return {"where": f"load_id IN ({ids})"}
+
+
 @dg.asset(
     group_name=GROUP,
     owners=OWNERS,
@@ -53,11 +70,11 @@ def _column_schema(group: str) -> dg.TableSchema:
     description="Per quote: implied and de-vigged probabilities (multiplicative, power, Shin), changes from "
     "the previous and the opening quote, time since the last change, hours to commence, time of day.",
 )
-def quote_features(warehouse: WarehouseResource) -> dg.MaterializeResult:
+def quote_features(config: IncrementalConfig, warehouse: WarehouseResource) -> dg.MaterializeResult:
     from odds_pipeline.features.compute import QUOTE_TABLE, compute_quote_features
 
     with warehouse.store().connection() as con:
-        compute_quote_features(con)
+        compute_quote_features(con, **config.scope())
         metadata = _freshness_metadata(con, QUOTE_TABLE)
         sample = con.execute(
             f"SELECT event_id, bookmaker, market, outcome, observed_at, implied_prob, fair_prob "
@@ -68,7 +85,7 @@ def quote_features(warehouse: WarehouseResource) -> dg.MaterializeResult:
     return dg.MaterializeResult(metadata=metadata)
 
 
-class MarketFeaturesConfig(dg.Config):
+class MarketFeaturesConfig(IncrementalConfig):
     ttl_hours: float = Field(
         default=24.0, description="A book's quote older than this is not used at t."
     )
@@ -95,7 +112,10 @@ def market_features(
 
     with warehouse.store().connection() as con:
         compute_market_features(
-            con, ttl=timedelta(hours=config.ttl_hours), sharp_books=config.sharp_books
+            con,
+            ttl=timedelta(hours=config.ttl_hours),
+            sharp_books=config.sharp_books,
+            **config.scope(),
         )
         metadata = _freshness_metadata(con, MARKET_TABLE)
         arbs = con.execute(
@@ -110,7 +130,7 @@ def market_features(
     return dg.MaterializeResult(metadata=metadata)
 
 
-class PairFeaturesConfig(dg.Config):
+class PairFeaturesConfig(IncrementalConfig):
     ttl_hours: float = Field(
         default=24.0, description="A book's quote older than this is not used at t."
     )
@@ -130,7 +150,7 @@ def pair_features(config: PairFeaturesConfig, warehouse: WarehouseResource) -> d
     from odds_pipeline.features.compute import PAIR_TABLE, compute_pair_features
 
     with warehouse.store().connection() as con:
-        compute_pair_features(con, ttl=timedelta(hours=config.ttl_hours))
+        compute_pair_features(con, ttl=timedelta(hours=config.ttl_hours), **config.scope())
         metadata = _freshness_metadata(con, PAIR_TABLE)
         pairs = con.execute(
             f"SELECT count(DISTINCT (book_a, book_b)) FROM {PAIR_TABLE}"

@@ -211,9 +211,16 @@ def live_data_sensor(*, name: str = "live_data_refresh") -> dg.SensorDefinition:
     )
     def _sensor(context: dg.SensorEvaluationContext, asset_event: Any):
         partition = asset_event.dagster_event.partition or datetime.now(UTC).strftime("%Y-%m-%d")
+        # Only the events this day's live load touched are recomputed (equal to a full run).
+        only = {"config": {"only_load_ids": [f"odds_api_live:{partition}"]}}
         return dg.RunRequest(
-            run_key=f"live:{partition}:{asset_event.storage_id}",
+            run_key=f"live:{partition}:{asset_event.run_id}",
             partition_key=partition,
+            run_config={
+                "ops": {
+                    name: only for name in ("quote_features", "market_features", "pair_features")
+                }
+            },
             tags={"odds_pipeline/trigger": "live_poll"},
         )
 

@@ -147,8 +147,7 @@ def report(
     )  # fmt: skip
     out.append({"window_start": start, "window_end": times.max(), "overall": True, **figs})
     frame = pd.DataFrame(out)
-    frame["overall"] = frame.get("overall", False)
-    frame["overall"] = frame["overall"].fillna(False).astype(bool)
+    frame["overall"] = [v is True for v in frame.get("overall", pd.Series(False, index=frame.index))]
     return frame
 
 

@@ -13,13 +13,22 @@ were 8-14x slower for the transformer). Progress goes to stderr, one JSON object
   1 h before kickoff: football-data has pre-match prices at kickoff - 72 h and closing
   prices at kickoff, so one step is real). Split by commence time: train < --val-from
   (2019-07-01) <= validation < --test-from (2021-07-01) <= test; validation (2019/20,
-  2020/21) only drives early stopping. MaskedLSTM vs the dataset's market baseline (meta
-  ``market_prob``: de-vigged sharp book, else consensus, at the last real step) on the same
-  test rows, overall and per side, with an event-level paired bootstrap of the Brier
-  ratio (target <= 1.01). Reference: the market probability recalibrated on train
-  (logistic on logit p and side). ``covariate_shift_validation`` lists channels whose
-  train-scaled validation values are far from N(0, 1); ``--drop-channels a,b`` zeroes
-  channels after scaling (time of day: kickoff times are imputed before 2019/20).
+  2020/21) drives early stopping (epoch 0 = the untrained model competes) and the
+  post-hoc Platt calibration. The LSTM is the pipeline's (``KINDS["lstm"]``: the
+  market-residual LSTM, logit(market) + a correction that starts at zero; ``--lstm-variant
+  plain`` = the old MaskedLSTM), trained on ``candidate.model_arrays`` as the candidate is.
+  Reported on the same test rows, overall and per side: the served (calibrated) model and
+  the model before calibration, against ``market_at_decision`` (meta ``market_prob``:
+  de-vigged sharp book, else consensus, at the last real step: the gates' baseline) and,
+  separately, against ``market_closing`` (the de-vigged closing price, see
+  ``MARKET_DEFINITIONS``); Brier ratios with the gates' event-level paired bootstrap
+  (10,000 resamples; target: upper 95% bound <= 1.00 vs the market at the decision);
+  ECE-10 with an event-bootstrap interval beside the ECE a perfectly calibrated forecast
+  shows with the same p and n; the quality gates' verdicts. Reference: the market
+  probability recalibrated on train (logistic on logit p and side).
+  ``covariate_shift_validation`` lists channels whose train-scaled validation values are
+  far from N(0, 1) (time of day is NaN before 2019/20 now: imputed kickoff times);
+  ``--drop-channels a,b`` removes channels (scaled value 0, raw value unknown).
 - lstm-sim: the simulator (--events 1500, seed 7), split 70/15/15 of events by commence
   time; model, market and oracle (true probability at the decision time) side by side.
 - transformer-sim: `build_arbitrage_pair_sequences` on the simulator with more positives
@@ -74,8 +83,6 @@ from odds_pipeline.ingestion.store import OddsStore
 from odds_pipeline.training.evaluation import binary_metrics
 
 PARTS = ("lstm-epl", "lstm-sim", "transformer-sim", "transformer-real", "determinism")
-LSTM_INPUTS = ("x", "mask")
-PAIR_INPUTS = ("x_a", "x_b", "mask", "market_type")
 RULES = {"sum_now": "implied_sum_last", "sum_min": "implied_sum_min", "slope": "implied_sum_slope"}
 
 
@@ -176,6 +183,15 @@ def _scaled(splits: dict[str, D.SequenceDataset], label: str | None = None) -> d
     return {s: S.apply_scaler(d, scaler).to_arrays(label) for s, d in splits.items()}
 
 
+def _lstm_arrays(splits: dict[str, D.SequenceDataset]) -> dict:
+    """What the LSTM candidate trains on: train-fit scaler, plus the served model's raw inputs."""
+    from odds_pipeline.training.candidate import model_arrays
+    from odds_pipeline.training.kinds import KINDS
+
+    scaler = S.fit_scaler(splits["train"])
+    return {s: model_arrays(KINDS["lstm"], d, scaler, "won") for s, d in splits.items()}
+
+
 def _split_summary(splits: dict[str, D.SequenceDataset], label: str | None = None) -> dict:
     out = {}
     for name, d in splits.items():
@@ -190,55 +206,57 @@ def _split_summary(splits: dict[str, D.SequenceDataset], label: str | None = Non
     return out
 
 
+# Per kind: its network parameters and TrainConfig settings from the part's options (the
+# network itself comes from the kinds registry, as in the pipeline's candidates).
+NETWORK_PARAMS = {
+    "lstm": lambda a: {
+        "hidden": a.hidden,
+        "num_layers": a.num_layers,
+        "dropout": a.dropout,
+        "market_residual": a.lstm_variant == "residual",
+    },
+    "pair": lambda a: {
+        "d_model": a.d_model,
+        "n_heads": 4,
+        "n_layers": 2,
+        "cross_from_layer": 1,
+        "dropout": a.dropout,
+        "mlp_hidden": a.d_model,
+        "ff_mult": 2,
+    },
+}
+TRAIN_SETTINGS = {
+    # keep_initial / calibrate as the pipeline's candidate (candidate.train_config, fit)
+    "lstm": lambda a: {"torch_threads": 1, "keep_initial": not a.no_keep_initial},
+    "pair": lambda a: {"pos_weight": _pos_weight(a.pos_weight), "torch_threads": a.threads},
+}
+
+
 def _train(kind: str, n_features: int, arrays: dict, args: argparse.Namespace, **overrides):
-    """fit() with the part's model and TrainConfig; returns (TrainResult, test probabilities)."""
+    """fit() with the kind's network and the part's TrainConfig; (TrainResult, test p, info)."""
     import torch
 
+    from odds_pipeline.training.kinds import KINDS
     from odds_pipeline.training.loop import TrainConfig, fit, predict_proba
-    from odds_pipeline.training.models import DualStreamArbTransformer, MaskedLSTM, count_parameters
+    from odds_pipeline.training.models import count_parameters
 
-    if kind == "lstm":
+    model_kind = KINDS[kind]
+    params = NETWORK_PARAMS[kind](args)
 
-        def factory():
-            return MaskedLSTM(n_features, hidden=args.hidden, num_layers=2, dropout=args.dropout)
+    def factory():
+        return model_kind.network(n_features, params)
 
-        keys = LSTM_INPUTS
-        cfg = TrainConfig(
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            weight_decay=args.weight_decay,
-            patience=args.patience,
-            seed=args.seed,
-            device="cpu",
-            torch_threads=1,
-        )
-    else:
-
-        def factory():
-            return DualStreamArbTransformer(
-                n_features,
-                d_model=args.d_model,
-                n_heads=4,
-                n_layers=2,
-                cross_from_layer=1,
-                dropout=args.dropout,
-                mlp_hidden=args.d_model,
-                ff_mult=2,
-            )
-
-        keys = PAIR_INPUTS
-        cfg = TrainConfig(
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            weight_decay=args.weight_decay,
-            patience=args.patience,
-            seed=args.seed,
-            device="cpu",
-            pos_weight=_pos_weight(args.pos_weight),
-            torch_threads=args.threads,
-        )
+    keys = model_kind.input_keys
+    cfg = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        patience=args.patience,
+        seed=args.seed,
+        device="cpu",
+        **TRAIN_SETTINGS[kind](args),
+    )
     for k, v in overrides.items():
         setattr(cfg, k, v)
     res = fit(factory, arrays["train"], arrays["validation"], input_keys=keys, config=cfg)
@@ -250,6 +268,8 @@ def _train(kind: str, n_features: int, arrays: dict, args: argparse.Namespace, *
         torch.set_num_threads(with_threads)
     info = {
         **_r(res.summary()),
+        "network": type(res.model).__name__,
+        "network_params": params,
         "parameters": count_parameters(res.model),
         "val_loss_by_epoch": [round(h["val_loss"], 5) for h in res.history],
         "train_samples_per_s": round(
@@ -264,30 +284,113 @@ def _pos_weight(value: str) -> float | str | None:
     return None if value == "none" else "auto" if value == "auto" else float(value)
 
 
-def _bootstrap_ratio(
-    y: np.ndarray, p_model: np.ndarray, p_market: np.ndarray, events: np.ndarray, n: int = 1000
-) -> dict[str, float]:
-    """Paired bootstrap over events (both sides of an event stay together) of Brier ratio."""
-    codes, inv = np.unique(events, return_inverse=True)
-    se_m = (p_model - y) ** 2
-    se_k = (p_market - y) ** 2
-    sum_m = np.bincount(inv, se_m, len(codes))
-    sum_k = np.bincount(inv, se_k, len(codes))
-    rng = np.random.default_rng(0)
-    draws = rng.integers(0, len(codes), size=(n, len(codes)))
-    w = np.stack([np.bincount(d, minlength=len(codes)) for d in draws])
-    ratio = (w @ sum_m) / (w @ sum_k)
-    diff = ((w @ sum_m) - (w @ sum_k)) / (w @ np.bincount(inv, minlength=len(codes)))
+# --------------------------------------------------------------------------- LSTM parts
+
+
+# What each market forecast is (the report says which is which).
+MARKET_DEFINITIONS = {
+    "market_at_decision": "de-vigged market probability at the decision time (kickoff - "
+    "decision offset): meta market_prob = market_features.sharp_prob (de-vigged sharp books, "
+    "else consensus) at the sample's last real step; on football-data the pre-match prices "
+    "(observed at kickoff - 72 h). What a user could have bet at the decision: the gates' baseline.",
+    "market_closing": "de-vigged closing probability: market_features.sharp_prob at the latest "
+    "market row with observed_at <= kickoff and > the decision time (football-data's closing "
+    "columns, observed at kickoff); NaN when no price arrived after the decision. Known only "
+    "after the decision: a reference, not an available baseline.",
+}
+
+
+def _closing_probs(con, decisions: pd.DataFrame) -> np.ndarray:
+    """De-vigged closing probability per (event, side) row of ``decisions`` (see above)."""
+    closing = con.execute(
+        """
+        SELECT m.event_id, m.outcome AS side,
+               arg_max(m.sharp_prob, m.observed_at) AS closing_prob,
+               max(m.observed_at) AS closing_at
+        FROM market_features m JOIN events e ON e.event_id = m.event_id
+        WHERE m.market = 'h2h' AND m.sharp_prob IS NOT NULL
+          AND m.observed_at <= e.commence_time
+        GROUP BY m.event_id, m.outcome
+        """
+    ).df()
+    rows = decisions[["event_id", "side", "decision_time"]].merge(
+        closing, on=["event_id", "side"], how="left"
+    )
+    after = pd.to_datetime(rows["closing_at"], utc=True) > pd.to_datetime(
+        rows["decision_time"], utc=True
+    )
+    return np.where(after.to_numpy(), rows["closing_prob"].to_numpy(np.float64), np.nan)
+
+
+def _ratio_ci(y: np.ndarray, p: np.ndarray, base: np.ndarray, events: np.ndarray) -> dict:
+    """Brier(p) / Brier(base), event-level paired bootstrap 95% CI (the gate's own routine)."""
+    from odds_pipeline.registry.gates import paired_bootstrap_ratio
+
+    res = paired_bootstrap_ratio(y, p, base, events, metric="brier", n_resamples=10_000, seed=7)
     return _r(
         {
-            "ratio_ci95": [float(np.quantile(ratio, 0.025)), float(np.quantile(ratio, 0.975))],
-            "p_ratio_le_1_01": float(np.mean(ratio <= 1.01)),
-            "brier_diff_ci95": [float(np.quantile(diff, 0.025)), float(np.quantile(diff, 0.975))],
+            "ratio": res["ratio"],
+            "ci95": [res["ci_low"], res["ci_high"]],
+            "brier": res["model"],
+            "baseline_brier": res["base"],
+            "n": res["n"],
+            "events": res["n_groups"],
         }
     )
 
 
-# --------------------------------------------------------------------------- LSTM parts
+def _ece_report(
+    y: np.ndarray, p: np.ndarray, events: np.ndarray, n: int = 2000, bins: int = 10
+) -> dict[str, Any]:
+    """ECE-10 with an event-level bootstrap 95% interval, and the ECE a perfectly calibrated
+    forecast with the same probabilities shows on the same n (y ~ Bernoulli(p), 2000
+    simulations, seed 7, as the calibration gate): its 2.5/50/97.5% quantiles and the 95%
+    quantile the gate uses.
+
+    ECE sums absolute per-bin gaps, so it is biased upwards and resampling adds to the
+    bias: the bootstrap distribution sits above the point estimate (the interval may even
+    exclude it). The comparison that says "calibrated or not" is with the perfectly
+    calibrated forecast's ECE on the same n, not with 0.
+    """
+    from odds_pipeline.registry.gates import ece, ece_null_quantile
+
+    codes, inv = np.unique(events, return_inverse=True)
+    idx = np.minimum((p * bins).astype(np.intp), bins - 1)
+    gaps = np.zeros((len(codes), bins))
+    np.add.at(gaps, (inv, idx), p - y)
+    counts = np.bincount(inv, minlength=len(codes)).astype(np.float64)
+    rng = np.random.default_rng(0)
+    draws = rng.integers(0, len(codes), size=(n, len(codes)))
+    w = np.stack([np.bincount(d, minlength=len(codes)) for d in draws]).astype(np.float64)
+    boot = np.abs(w @ gaps).sum(axis=1) / (w @ counts)
+    return _r(
+        {
+            "ece": ece(y, p, bins),
+            "bootstrap_ci95": [float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))],
+            "bootstrap_median": float(np.median(boot)),
+            "perfectly_calibrated_same_p_n": {
+                f"q{round(q * 1000) / 10:g}": ece_null_quantile(p, bins=bins, q=q)
+                for q in (0.025, 0.5, 0.95, 0.975)
+            },
+            "n": int(len(y)),
+        }
+    )
+
+
+def _uncalibrated(res: Any, arrays: dict) -> np.ndarray | None:
+    """Test probabilities of the trained model without its post-hoc calibration (if any)."""
+    from odds_pipeline.training.kinds import KINDS
+    from odds_pipeline.training.loop import predict_proba
+
+    model = res.model
+    if not callable(getattr(model, "set_calibration", None)):
+        return None
+    slope, intercept = model.hparams["calibration"]
+    model.set_calibration(1.0, 0.0)
+    try:
+        return predict_proba(model, arrays["test"], input_keys=KINDS["lstm"].input_keys)
+    finally:
+        model.set_calibration(slope, intercept)
 
 
 def _lstm_report(
@@ -298,21 +401,27 @@ def _lstm_report(
 ) -> dict[str, Any]:
     splits = _split(ds, cuts, args.train_from)
     out: dict[str, Any] = {"splits": _split_summary(splits)}
-    arrays = _scaled(splits)
+    arrays = _lstm_arrays(splits)
     out["covariate_shift_validation"] = _shifted_channels(arrays, ds.feature_names)
     if args.drop_channels:
         idx = [ds.feature_names.index(c) for c in args.drop_channels.split(",")]
         for a in arrays.values():
             a["x"][..., idx] = 0.0  # the channel's train mean: no signal, no shift
+            a["x_raw"][..., idx] = np.nan  # and, for the residual LSTM, not known
         out["dropped_channels"] = args.drop_channels.split(",")
-    _log(f"training LSTM on {len(splits['train'])} rows")
-    _, p, info = _train("lstm", len(ds.feature_names), arrays, args)
+    _log(f"training LSTM ({args.lstm_variant}) on {len(splits['train'])} rows")
+    res_fit, p, info = _train("lstm", len(ds.feature_names), arrays, args)
     out["training"] = info
     test = splits["test"]
     y = test.y.astype(np.float64)
+    events = test.meta["event_id"].to_numpy(dtype=object)
     market = test.meta["market_prob"].to_numpy(np.float64)
     rows = np.isfinite(market)
-    forecasts = {"model": p, "market": market}
+    forecasts = {"model": p}
+    p_uncal = _uncalibrated(res_fit, arrays)
+    if p_uncal is not None:
+        forecasts["model_uncalibrated"] = p_uncal
+    forecasts["market_at_decision"] = market
     if oracle:
         truth = test.meta["true_prob"].to_numpy(np.float64)
         rows &= np.isfinite(truth)
@@ -328,29 +437,89 @@ def _lstm_report(
     tr_rows = np.isfinite(train.meta["market_prob"].to_numpy(np.float64))
     recal = _logreg(_market_design(train.meta)[tr_rows], train.y[tr_rows])
     forecasts["market_recalibrated_on_train"] = recal(_market_design(test.meta))
+    closing = (
+        test.meta["closing_prob"].to_numpy(np.float64) if "closing_prob" in test.meta else None
+    )
+    if closing is not None:
+        forecasts["market_closing"] = closing
+        out["market_definitions"] = MARKET_DEFINITIONS
     sides = test.meta["side"].to_numpy(dtype=object)
     groups = {"overall": rows, **{f"side_{s}": rows & (sides == s) for s in np.unique(sides)}}
     res: dict[str, Any] = {}
     for g, sel in groups.items():
-        block = {name: _metrics(y[sel], f[sel]) for name, f in forecasts.items()}
-        block["brier_ratio_model_market"] = _r(block["model"]["brier"] / block["market"]["brier"])
+        block = {
+            name: _metrics(y[sel & np.isfinite(f)], f[sel & np.isfinite(f)])
+            for name, f in forecasts.items()
+        }
+        block["brier_ratio_model_market_at_decision"] = _r(
+            block["model"]["brier"] / block["market_at_decision"]["brier"]
+        )
         if oracle:
             block["brier_ratio_oracle_market"] = _r(
-                block["oracle"]["brier"] / block["market"]["brier"]
+                block["oracle"]["brier"] / block["market_at_decision"]["brier"]
             )
         res[g] = block
-    res["overall"]["bootstrap_events"] = _bootstrap_ratio(
-        y[rows], p[rows], market[rows], test.meta["event_id"].to_numpy(dtype=object)[rows]
+    res["overall"]["mean_abs_model_minus_market_at_decision"] = _r(
+        float(np.mean(np.abs(p - market)[rows]))
     )
-    res["overall"]["mean_abs_model_minus_market"] = _r(float(np.mean(np.abs(p - market)[rows])))
     out["test"] = res
-    ratio = res["overall"]["brier_ratio_model_market"]
-    out["target"] = {"brier_ratio_le_1_01": ratio is not None and ratio <= 1.01, "ratio": ratio}
+    # Brier ratios with event-bootstrap CIs: against the market at the decision time (the
+    # baseline), and separately against the closing price (on rows that have one)
+    compared = ("model", "model_uncalibrated", "market_recalibrated_on_train")
+    vs_decision = {
+        k: _ratio_ci(y[rows], forecasts[k][rows], market[rows], events[rows])
+        for k in compared
+        if k in forecasts
+    }
+    out["brier_ratio_vs_market_at_decision"] = vs_decision
+    if closing is not None:
+        has_close = rows & np.isfinite(closing)
+        out["brier_ratio_vs_market_closing"] = {
+            k: _ratio_ci(
+                y[has_close], forecasts[k][has_close], closing[has_close], events[has_close]
+            )
+            for k in ("model", "model_uncalibrated", "market_at_decision")
+            if k in forecasts
+        }
+        out["brier_ratio_vs_market_closing"]["rows_with_closing_price"] = int(has_close.sum())
+    out["ece_10"] = {
+        k: _ece_report(
+            y[rows & np.isfinite(f)], f[rows & np.isfinite(f)], events[rows & np.isfinite(f)]
+        )
+        for k, f in forecasts.items()
+        if k != "market_recalibrated_on_train"
+    }
+    if p_uncal is not None:
+        cal = res_fit.calibration or {}
+        out["calibration"] = {
+            "method": "Platt (slope, intercept) on the output logit, fit on the validation window",
+            **_r(cal),
+            "test_brier_before_after": [
+                res["overall"]["model_uncalibrated"]["brier"],
+                res["overall"]["model"]["brier"],
+            ],
+            "test_log_loss_before_after": [
+                res["overall"]["model_uncalibrated"]["log_loss"],
+                res["overall"]["model"]["log_loss"],
+            ],
+            "test_ece_before_after": [
+                out["ece_10"]["model_uncalibrated"]["ece"],
+                out["ece_10"]["model"]["ece"],
+            ],
+        }
+    head = vs_decision["model"]
+    out["target"] = {
+        "brier_ratio_vs_market_at_decision_upper_le_1_00": head["ci95"][1] is not None
+        and head["ci95"][1] <= 1.0,
+        "model": "the served model (post-hoc calibration applied)",
+        "ratio": head["ratio"],
+        "ci95": head["ci95"],
+    }
     out["quality_gates"] = _gates(
         y,
         p,
         market,
-        test.meta["event_id"].to_numpy(dtype=object),
+        events,
         "brier",
         "market",
         splits["train"].y,
@@ -445,6 +614,7 @@ def part_lstm_epl(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         start = time.perf_counter()
         ds = D.build_lstm_sequences(con, cfg)
         out["build_s"] = round(time.perf_counter() - start, 2)
+        ds.meta["closing_prob"] = _closing_probs(con, ds.meta)
     out["dataset"] = {
         "rows": len(ds),
         "features": len(ds.feature_names),
@@ -483,7 +653,7 @@ def part_lstm_sim(args: argparse.Namespace, root: Path) -> dict[str, Any]:
 def part_determinism(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     ds, out = _sim_lstm_data(args, root, "det")
     splits = _split(ds, None)
-    arrays = _scaled(splits)
+    arrays = _lstm_arrays(splits)
     runs = []
     for _ in range(2):
         res, p, info = _train("lstm", len(ds.feature_names), arrays, args)
@@ -813,12 +983,28 @@ def part_transformer_real(args: argparse.Namespace, root: Path) -> dict[str, Any
 # --------------------------------------------------------------------------- main
 
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "lstm-epl": dict(epochs=30, patience=5, batch_size=256, lr=1e-3, hidden=32, dropout=0.2),
+    "lstm-epl": dict(
+        epochs=30, patience=5, batch_size=256, lr=1e-3, hidden=32, num_layers=2, dropout=0.2
+    ),
     "lstm-sim": dict(
-        epochs=30, patience=5, batch_size=256, lr=1e-3, hidden=32, dropout=0.2, events=1500
+        epochs=30,
+        patience=5,
+        batch_size=256,
+        lr=1e-3,
+        hidden=32,
+        num_layers=2,
+        dropout=0.2,
+        events=1500,
     ),
     "determinism": dict(
-        epochs=8, patience=5, batch_size=256, lr=1e-3, hidden=32, dropout=0.2, events=300
+        epochs=8,
+        patience=5,
+        batch_size=256,
+        lr=1e-3,
+        hidden=32,
+        num_layers=2,
+        dropout=0.2,
+        events=300,
     ),
     "transformer-sim": dict(
         epochs=8,
@@ -883,14 +1069,26 @@ def main() -> None:
         ("max-len", int),
         ("min-len", int),
         ("max-book-pairs", int),
+        ("num-layers", int),
     ):
         parser.add_argument(f"--{name}", type=typ, default=None)
+    parser.add_argument(
+        "--no-keep-initial",
+        action="store_true",
+        help="LSTM: early stopping among trained epochs only (default: epoch 0 competes)",
+    )
     parser.add_argument("--weight-decay", type=float, default=1e-2)
     parser.add_argument(
         "--pos-weight", default="auto", help="transformer BCE pos_weight: auto, none or a number"
     )
     parser.add_argument(
         "--drop-channels", default=None, help="LSTM channels zeroed after scaling (a,b,...)"
+    )
+    parser.add_argument(
+        "--lstm-variant",
+        choices=("residual", "plain"),
+        default="residual",
+        help="LSTM network: market-residual (the pipeline's) or the plain MaskedLSTM",
     )
     parser.add_argument("--train-from", default=None, help="drop samples before this date")
     parser.add_argument("--seed", type=int, default=7, help="training seed")

@@ -17,7 +17,11 @@ intervals of ``lookback/steps``. One ``get_historical_features`` call answers ev
 every sample, with entity rows (event_id, bookmaker, market='h2h', outcome=side, point NULL,
 as_of). Channels are the 15 columns of ``features.LSTM_FEATURES`` (the 14 inputs, time of
 day as sin and cos) under their LSTM names, then ``extra_features`` (default: consensus
-probability and best price). Market channels (n_books, odds_std, sharp_*, ...) come from
+probability, best price and ``sharp_source``, a source indicator: 1 when the sharp_*
+channels come from sharp books, 0 when from the consensus fallback, e.g. EPL before
+Pinnacle's columns). Time of day is NaN (no value) for events whose kickoff time is
+imputed: a (source, league, season) of at least 20 events all at one local time (EPL files
+before 2019/20 carry no time and get 15:00); meta ``kickoff_time_known`` says which. Market channels (n_books, odds_std, sharp_*, ...) come from
 ``market_features``; the per-quote channels (the side's "odds" and their changes) from
 ``quote_features`` of one *reference book* per event: the first of ``reference_books``
 (sharp books first) that quoted the event's h2h in the lookback before the decision time,
@@ -168,6 +172,7 @@ class LstmSequenceConfig:
     extra_features: tuple[str, ...] = (
         f"{MARKET_TABLE}:consensus_prob",
         f"{MARKET_TABLE}:best_price",
+        f"{MARKET_TABLE}:sharp_source",  # 1 = sharp books, 0 = consensus fallback
     )
     leagues: tuple[str, ...] | None = None  # None: every league
 
@@ -557,8 +562,19 @@ def _ttl(hours: float | None):
 
 _LSTM_EVENTS_SQL = """
 SELECT e.event_id, e.commence_time, e.sport, e.league, e.season, e.source,
-       r.home_score, r.away_score
+       r.home_score, r.away_score, coalesce(k.kickoff_time_known, TRUE) AS kickoff_time_known
 FROM events e LEFT JOIN results r ON r.event_id = e.event_id
+LEFT JOIN (
+    -- a kickoff time is imputed when a whole (source, league, season) of at least
+    -- {min_events} events kicks off at one local time: at most 2 UTC times of day (DST)
+    SELECT source, league, season,
+           NOT (count(*) >= {min_events}
+                AND count(DISTINCT epoch(commence_time)::BIGINT % 86400) <= 2)
+               AS kickoff_time_known
+    FROM events WHERE commence_time IS NOT NULL
+    GROUP BY source, league, season
+) k ON k.source IS NOT DISTINCT FROM e.source AND k.league IS NOT DISTINCT FROM e.league
+   AND k.season IS NOT DISTINCT FROM e.season
 WHERE e.commence_time IS NOT NULL
   AND e.event_id IN (SELECT event_id FROM market_features WHERE market = 'h2h')
   {leagues}
@@ -581,6 +597,25 @@ FROM (
 )
 GROUP BY event_id
 """
+
+
+# A group of at least this many events all at one local kickoff time has imputed times.
+_IMPUTED_KICKOFF_MIN_EVENTS = 20
+# Channels computed from the kickoff time's clock (time of day of a quote observed at a
+# fixed offset from kickoff): NaN when the kickoff time is imputed.
+_KICKOFF_TIME_CHANNELS = frozenset({f"{QUOTE_TABLE}:tod_sin", f"{QUOTE_TABLE}:tod_cos"})
+# Text features turned into indicator channels: 1.0 for this value, 0.0 for any other,
+# NaN for NULL. sharp_source: 1 = sharp_prob/sharp_odds come from sharp books, 0 = from
+# the consensus fallback (EPL before Pinnacle's columns): the same channels mean another thing.
+_INDICATOR_CHANNELS = {f"{MARKET_TABLE}:sharp_source": "sharp"}
+
+
+def _channel_values(column: pd.Series, ref: str) -> np.ndarray:
+    """A retrieved feature as float64 channel values (indicator features as 1/0/NaN)."""
+    if ref not in _INDICATOR_CHANNELS:
+        return _float(column)
+    values = column.to_numpy(dtype=object)
+    return np.where(pd.isna(values), np.nan, (values == _INDICATOR_CHANNELS[ref]).astype(float))
 
 
 def _empty_lstm(
@@ -647,7 +682,12 @@ def build_lstm_sequences(
         if commence_to is not None:
             window += "AND e.commence_time < ?::TIMESTAMPTZ "
             params.append(pd.Timestamp(commence_to).isoformat())
-        events = c.execute(_LSTM_EVENTS_SQL.format(leagues=leagues, window=window), params).df()
+        events = c.execute(
+            _LSTM_EVENTS_SQL.format(
+                leagues=leagues, window=window, min_events=_IMPUTED_KICKOFF_MIN_EVENTS
+            ),
+            params,
+        ).df()
         resolved = events["home_score"].notna() & events["away_score"].notna()
         scored = resolved | include_unresolved
         stats: dict[str, Any] = {
@@ -727,7 +767,14 @@ def build_lstm_sequences(
         mask = present & ((obs_us > since) | ((obs_us == since) & (np.arange(T) == 0)))
     else:
         mask = present
-    x = np.stack([_float(res[col(ref)]).reshape(S, T) for ref in channels.values()], axis=-1)
+    x = np.stack(
+        [_channel_values(res[col(ref)], ref).reshape(S, T) for ref in channels.values()], axis=-1
+    )
+    # An imputed kickoff time makes every time-of-day value imputed: no value, not a fake one.
+    kickoff_known = events["kickoff_time_known"].to_numpy(dtype=bool)[ev]
+    tod = [i for i, ref in enumerate(channels.values()) if ref in _KICKOFF_TIME_CHANNELS]
+    if tod:
+        x[np.ix_(np.flatnonzero(~kickoff_known), np.arange(T), tod)] = np.nan
     x[~mask] = 0.0
     seq_len = mask.sum(axis=1)
     has_data = seq_len > 0
@@ -757,6 +804,7 @@ def build_lstm_sequences(
             "commence_time": _from_us(commence_us[ev]),
             "decision_time": _from_us(decision_us[ev]),
             "seq_len": seq_len.astype(np.int64),
+            "kickoff_time_known": kickoff_known,
             "market_prob": np.where(has_data, sharp_prob, np.nan),
             "market_prob_source": np.where(has_data, sharp_source[rows, last], None),
             "market_prob_age_hours": np.where(
@@ -769,6 +817,7 @@ def build_lstm_sequences(
     keep = np.flatnonzero(has_data)
     times = np.where(mask, as_of_us, 0)
     stats["samples"] = int(len(keep))
+    stats["samples_kickoff_time_imputed"] = int((~kickoff_known[keep]).sum())
     stats["reference_books"] = {
         str(k): int(v) for k, v in pd.Series(book[ev][keep]).value_counts(dropna=False).items()
     }

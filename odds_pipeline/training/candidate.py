@@ -58,7 +58,7 @@ class Prepared:
 
 def prepare(dataset: Any, kind: ModelKind, label: str, path: str = "") -> Prepared:
     """Split (the dataset's own time split), check each window is usable, fit the scaler."""
-    from odds_pipeline.datasets.scaling import apply_scaler, fit_scaler
+    from odds_pipeline.datasets.scaling import fit_scaler
 
     if label not in dataset.labels:
         raise CandidateDataError(
@@ -80,7 +80,7 @@ def prepare(dataset: Any, kind: ModelKind, label: str, path: str = "") -> Prepar
                 positives=positives,
             )
     scaler = fit_scaler(raw["train"])
-    arrays = {s: apply_scaler(d, scaler).to_arrays(label) for s, d in raw.items()}
+    arrays = {s: model_arrays(kind, d, scaler, label) for s, d in raw.items()}
     return Prepared(
         kind=kind,
         label=label,
@@ -90,6 +90,18 @@ def prepare(dataset: Any, kind: ModelKind, label: str, path: str = "") -> Prepar
         manifest=dataset.manifest(),
         path=path,
     )
+
+
+def model_arrays(kind: ModelKind, dataset: Any, scaler: Any, label: str) -> dict[str, np.ndarray]:
+    """What fit/predict take: scaled values, mask, label, plus the inputs the served model
+    derives from its one array (``ModelKind.unpacked_inputs``), derived the same way here."""
+    from odds_pipeline.datasets.scaling import apply_scaler
+
+    arrays = apply_scaler(dataset, scaler).to_arrays(label)
+    n_features = len(dataset.feature_names)
+    for key, value in kind.unpacked_inputs(dataset, n_features).items():
+        arrays.setdefault(key, value)
+    return arrays
 
 
 def model_factory(kind: ModelKind, n_features: int, params: dict[str, Any]) -> Callable[[], Any]:
@@ -114,6 +126,8 @@ def train_config(params: dict[str, Any]) -> Any:
         device=None if params["device"] == "auto" else params["device"],
         pos_weight=params.get("pos_weight"),
         torch_threads=int(params["torch_threads"]) or None,
+        # never worse than the starting point on validation (the market, for the LSTM)
+        keep_initial=bool(params.get("keep_initial", True)),
     )
 
 

@@ -11,6 +11,12 @@ Serving layouts (raw, unscaled features; NaN on a real step means "no value"; pa
 steps are ignored):
 
 - ``lstm``: ``[N, T, F + 1]`` = the F features, then the mask (1 = real step, 0 = none).
+  Unpacking gives the network the z-scored features, the mask and the *raw* features
+  (``x_raw``): the market-residual LSTM reads its base (the de-vigged market probability
+  at the decision time, channel ``sharp_prob`` at the last real step) and the per-channel
+  "known" flags (NaN = unknown) from them, so nothing it needs is outside this one array.
+  The plain ``MaskedLSTM`` (models logged before) ignores ``x_raw``; which network a
+  logged LSTM is follows from its hyper-parameters (``market_channel`` = the residual one).
 - ``pair``: ``[N, T, 2F + 2]`` = book A's F features, book B's F features, the mask, then
   the market-type index (read from step 0).
 
@@ -59,7 +65,9 @@ def pack_pair_input(
 
 
 def _unpack_lstm(array: np.ndarray, f: int) -> tuple[dict[str, np.ndarray], np.ndarray, dict]:
-    return {"x": array[..., :f]}, array[..., -1] > 0.5, {}
+    """Values to z-score, the mask, and the raw values (unscaled, NaN kept) as they came."""
+    raw = np.ascontiguousarray(array[..., :f], dtype=np.float32)
+    return {"x": array[..., :f]}, array[..., -1] > 0.5, {"x_raw": raw}
 
 
 def _unpack_pair(array: np.ndarray, f: int) -> tuple[dict[str, np.ndarray], np.ndarray, dict]:
@@ -72,13 +80,34 @@ def _unpack_pair(array: np.ndarray, f: int) -> tuple[dict[str, np.ndarray], np.n
 # --------------------------------------------------------------------------- networks
 
 
+# The LSTM dataset channel holding the de-vigged market probability (sharp, else consensus):
+# at the last real step it is the dataset's ``market_prob``, the residual model's base.
+LSTM_MARKET_FEATURE = "sharp_prob"
+
+
+def lstm_market_channel(n_features: int) -> int | None:
+    """Index of ``LSTM_MARKET_FEATURE`` in an ``lstm_sequences`` dataset of ``n_features``.
+
+    The dataset's channels always start with ``features.LSTM_FEATURES`` in order (a tested
+    contract of ``build_lstm_sequences``); fewer channels = not such a dataset = no market.
+    """
+    from odds_pipeline.features.compute import LSTM_FEATURES
+
+    names = list(LSTM_FEATURES)
+    return names.index(LSTM_MARKET_FEATURE) if n_features >= len(names) else None
+
+
 def _lstm_args(n_features: int, params: Mapping[str, Any]) -> dict[str, Any]:
-    return {
+    """The market-residual LSTM by default; ``market_residual: False`` = the plain one."""
+    args = {
         "n_features": n_features,
         "hidden": int(params["hidden"]),
         "num_layers": int(params["num_layers"]),
         "dropout": float(params["dropout"]),
     }
+    if params.get("market_residual", True):
+        args["market_channel"] = lstm_market_channel(n_features)
+    return args
 
 
 def _pair_args(n_features: int, params: Mapping[str, Any]) -> dict[str, Any]:
@@ -95,13 +124,14 @@ def _pair_args(n_features: int, params: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _lstm_class() -> type:
-    from odds_pipeline.training.models import MaskedLSTM
+def _lstm_class(hparams: Mapping[str, Any]) -> type:
+    """``market_channel`` among the hyper-parameters (even None) = the market-residual LSTM."""
+    from odds_pipeline.training.models import MarketResidualLSTM, MaskedLSTM
 
-    return MaskedLSTM
+    return MarketResidualLSTM if "market_channel" in hparams else MaskedLSTM
 
 
-def _pair_class() -> type:
+def _pair_class(hparams: Mapping[str, Any]) -> type:
     from odds_pipeline.training.models import DualStreamArbTransformer
 
     return DualStreamArbTransformer
@@ -153,14 +183,17 @@ class ModelKind:
     registered_model: str  # also the MLflow experiment of its runs
     dataset_asset: str
     default_label: str
-    # The model's positional inputs, in order; value_keys are the z-scored ones.
+    # The model's positional inputs, in order; value_keys are the z-scored ones; packed_keys
+    # the dataset arrays the serving array is packed from (inputs not among them are
+    # derived from that array by ``unpack``, see ``unpacked_inputs``).
     input_keys: tuple[str, ...]
     value_keys: tuple[str, ...]
+    packed_keys: tuple[str, ...]
     length_edges: tuple[int, ...]
     study_name: str
     tuned_keys: tuple[str, ...]
     search_space: Callable[[Any], dict[str, Any]]
-    network_class: Callable[[], type]
+    network_class: Callable[[Mapping[str, Any]], type]  # the class for these constructor args
     network_args: Callable[[int, Mapping[str, Any]], dict[str, Any]]
     channels: Callable[[int], int]
     pack_fn: Callable[..., np.ndarray]
@@ -179,11 +212,12 @@ class ModelKind:
 
     def network(self, n_features: int, params: Mapping[str, Any]) -> Any:
         """A fresh torch module from training parameters (config or tuned)."""
-        return self.network_class()(**self.network_args(n_features, params))
+        args = self.network_args(n_features, params)
+        return self.network_class(args)(**args)
 
     def network_from_hparams(self, hparams: Mapping[str, Any]) -> Any:
         """A fresh torch module from a logged model's saved hyper-parameters."""
-        return self.network_class()(**hparams)
+        return self.network_class(hparams)(**hparams)
 
     def pack(self, arrays: Any, rows: int | None = None) -> np.ndarray:
         """The serving array from a dataset (or any object/mapping with the input arrays)."""
@@ -192,7 +226,17 @@ class ModelKind:
             value = arrays[key] if isinstance(arrays, Mapping) else getattr(arrays, key)
             return value if rows is None else value[:rows]
 
-        return self.pack_fn(*(get(k) for k in self.input_keys))
+        return self.pack_fn(*(get(k) for k in self.packed_keys))
+
+    def unpacked_inputs(self, arrays: Any, n_features: int) -> dict[str, np.ndarray]:
+        """The unscaled inputs the served model derives from its array, derived the same way.
+
+        Training adds these to its arrays, so the network sees exactly what it will be
+        served: pack the raw dataset, unpack it, keep the inputs that are not z-scored
+        values or the mask (LSTM: ``x_raw``; pair: ``market_type``).
+        """
+        _, _, other = self.unpack(self.pack(arrays), n_features)
+        return {k: v for k, v in other.items() if k in self.input_keys}
 
 
 KINDS: dict[str, ModelKind] = {
@@ -200,13 +244,14 @@ KINDS: dict[str, ModelKind] = {
     for kind in (
         ModelKind(
             name="lstm",
-            title="masked LSTM win probability",
+            title="market-residual LSTM win probability",
             asset_prefix="lstm",
             registered_model=LSTM_MODEL_NAME,
             dataset_asset="lstm_sequences",
             default_label="won",
-            input_keys=("x", "mask"),
+            input_keys=("x", "mask", "x_raw"),
             value_keys=("x",),
+            packed_keys=("x", "mask"),
             length_edges=(1, 2, 4, 8, 16, 32),
             study_name="odds-lstm",
             tuned_keys=("hidden", "num_layers", "dropout", "lr", "weight_decay", "batch_size"),
@@ -227,6 +272,7 @@ KINDS: dict[str, ModelKind] = {
             default_label="arb_ahead",
             input_keys=("x_a", "x_b", "mask", "market_type"),
             value_keys=("x_a", "x_b"),
+            packed_keys=("x_a", "x_b", "mask", "market_type"),
             length_edges=(1, 8, 16, 24, 32, 64),
             study_name="arb-transformer",
             tuned_keys=(

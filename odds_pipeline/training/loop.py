@@ -32,6 +32,7 @@ __all__ = [
     "TrainResult",
     "autocast_context",
     "fit",
+    "fit_platt",
     "make_input_fn",
     "predict_logits",
     "predict_proba",
@@ -118,6 +119,14 @@ class TrainConfig:
     min_lr_ratio: float = 0.01
     deterministic: bool = True
     torch_threads: int | None = None  # CPU intra-op threads while fitting; None = torch default
+    # Models with ``set_calibration`` (the market-residual LSTM) get a Platt fit of their
+    # output logit on the validation window after training (never on test).
+    calibrate: bool = True
+    # Epoch 0 competes in early stopping: the initial weights are kept when no epoch beats
+    # them on validation. For a model that starts as its baseline (the market-residual
+    # LSTM starts as the market) training can then never return something worse than the
+    # baseline on validation (a randomly initialised model is almost never kept).
+    keep_initial: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -129,7 +138,7 @@ class TrainResult:
 
     model: nn.Module
     history: list[dict[str, float]]
-    best_epoch: int  # 1-based; 0 if no epoch ran
+    best_epoch: int  # 1-based; 0 = the initial weights (keep_initial) or no epoch ran
     best_val_loss: float
     stopped_early: bool  # patience ran out or on_epoch asked to stop
     stop_reason: str  # "completed" | "early_stopping" | "callback"
@@ -139,6 +148,9 @@ class TrainResult:
     n_val: int
     pos_weight: float | None = None
     config: dict[str, Any] = field(default_factory=dict)
+    # Post-hoc calibration fit on validation: slope, intercept, val log loss before/after.
+    calibration: dict[str, float] | None = None
+    initial_val_loss: float | None = None  # validation loss before training (keep_initial)
 
     @property
     def epochs_run(self) -> int:
@@ -157,6 +169,8 @@ class TrainResult:
             "n_train": self.n_train,
             "n_val": self.n_val,
             "pos_weight": self.pos_weight,
+            "initial_val_loss": self.initial_val_loss,
+            **{f"calibration_{k}": v for k, v in (self.calibration or {}).items()},
         }
 
 
@@ -390,6 +404,19 @@ def _fit(
     history: list[dict[str, float]] = []
     best_val, best_epoch, best_state, bad_epochs = math.inf, 0, None, 0
     stop_reason = "completed"
+    initial_val = None
+    if config.keep_initial:
+        initial_val = best_val = _mean_loss(
+            model,
+            val_t,
+            criterion=criterion,
+            input_fn=input_fn,
+            label_key=label_key,
+            batch_size=max(config.batch_size, 1024),
+            device=device,
+            amp=amp,
+        )
+        best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     for epoch in range(1, config.epochs + 1):
         epoch_start = time.perf_counter()
         model.train()
@@ -461,6 +488,9 @@ def _fit(
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
+    calibration = None
+    if config.calibrate and callable(getattr(model, "set_calibration", None)):
+        calibration = _calibrate(model, val_t, input_keys, label_key, device, amp)
     return TrainResult(
         model=model,
         history=history,
@@ -474,7 +504,75 @@ def _fit(
         n_val=n_val,
         pos_weight=pos_weight,
         config=copy.deepcopy(config.to_dict()),
+        calibration=calibration,
+        initial_val_loss=initial_val,
     )
+
+
+def fit_platt(logits: Any, y: Any, l2: float = 1e-6) -> tuple[float, float]:
+    """(slope, intercept) maximising the likelihood of P(y=1) = sigmoid(slope*logit + intercept).
+
+    Damped Newton (step halving while the penalised log loss does not fall) from the
+    identity (1, 0), with a tiny ridge towards it; a non-finite or non-positive slope (a
+    forecast that ranks backwards) returns the identity instead.
+    """
+    z = np.asarray(logits, dtype=np.float64)
+    t = np.asarray(y, dtype=np.float64)
+    X = np.stack([z, np.ones_like(z)], axis=1)
+    prior = np.array([1.0, 0.0])
+
+    def loss(w: np.ndarray) -> float:
+        s = X @ w
+        return float(np.sum(np.logaddexp(0.0, s) - t * s) + 0.5 * l2 * np.sum((w - prior) ** 2))
+
+    w = prior.copy()
+    current = loss(w)
+    for _ in range(100):
+        s = X @ w
+        p = np.exp(-np.logaddexp(0.0, -s))  # stable sigmoid
+        grad = X.T @ (p - t) + l2 * (w - prior)
+        hess = (X * (p * (1.0 - p))[:, None]).T @ X + l2 * np.eye(2)
+        step = np.linalg.solve(hess, grad)
+        for _ in range(40):
+            candidate = w - step
+            value = loss(candidate)
+            if value <= current:
+                break
+            step = step / 2.0
+        else:
+            break
+        w, improvement, current = candidate, current - value, value
+        if np.abs(step).max() < 1e-12 or improvement < 1e-12 * max(1.0, abs(current)):
+            break
+    if not np.isfinite(w).all() or w[0] <= 0:
+        return 1.0, 0.0
+    return float(w[0]), float(w[1])
+
+
+def _bce(logits: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean(np.logaddexp(0.0, logits) - y * logits))
+
+
+def _calibrate(
+    model: nn.Module,
+    val: Mapping[str, Tensor],
+    input_keys: Sequence[str] | InputFn,
+    label_key: str,
+    device: torch.device,
+    amp: bool,
+) -> dict[str, float]:
+    """Platt-scale the model's output on the validation window; stored in the model itself."""
+    model.set_calibration(1.0, 0.0)
+    logits = predict_logits(model, val, input_keys, device=device, amp=amp)
+    y = val[label_key].double().cpu().numpy()
+    slope, intercept = fit_platt(logits, y)
+    model.set_calibration(slope, intercept)
+    return {
+        "slope": slope,
+        "intercept": intercept,
+        "val_log_loss_before": _bce(logits, y),
+        "val_log_loss_after": _bce(slope * logits + intercept, y),
+    }
 
 
 @torch.no_grad()

@@ -11,6 +11,7 @@ This module imports torch at import time: only the Dagster layer's functions imp
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +20,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 __all__ = [
     "DualStreamArbTransformer",
+    "MarketResidualLSTM",
     "MaskedLSTM",
     "alibi_slopes",
     "alibi_bias",
@@ -283,7 +285,8 @@ class MaskedLSTM(nn.Module):
     read from the final hidden state at that step. So padding a batch, or batching a
     sample with longer ones, does not change its output.
 
-    Inputs: x [B, T, F] float, mask [B, T] bool (True = real step). Output: logits [B].
+    Inputs: x [B, T, F] float, mask [B, T] bool (True = real step); ``x_raw`` (the unscaled
+    values the served model also passes) is accepted and ignored. Output: logits [B].
     """
 
     def __init__(
@@ -306,16 +309,146 @@ class MaskedLSTM(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(hidden, 1)
 
-    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor, x_raw: Tensor | None = None) -> Tensor:
         mask = mask.bool()
         m = mask.unsqueeze(-1)
         inputs = torch.cat([x.masked_fill(~m, 0.0), m.to(x.dtype)], dim=-1)
-        steps = torch.arange(1, mask.shape[1] + 1, device=mask.device)
-        lengths = (mask * steps).amax(dim=1)  # last real step + 1; 0 when none
-        has_any = lengths > 0
-        packed = pack_padded_sequence(
-            inputs, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False
-        )
-        _, (h_n, _) = self.lstm(packed)
-        last = h_n[-1] * has_any.unsqueeze(-1).to(h_n.dtype)
+        last = _last_hidden(self.lstm, inputs, mask)
         return self.head(self.drop(last)).squeeze(-1)
+
+
+def _last_hidden(lstm: nn.LSTM, inputs: Tensor, mask: Tensor) -> Tensor:
+    """The final hidden state at each sample's last real step (top layer).
+
+    Trailing padding never enters the recurrence (packed to the real length); a sample with
+    no real step gets a zero state.
+    """
+    steps = torch.arange(1, mask.shape[1] + 1, device=mask.device)
+    lengths = (mask * steps).amax(dim=1)  # last real step + 1; 0 when none
+    has_any = lengths > 0
+    packed = pack_padded_sequence(
+        inputs, lengths.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False
+    )
+    _, (h_n, _) = lstm(packed)
+    return h_n[-1] * has_any.unsqueeze(-1).to(h_n.dtype)
+
+
+class MarketResidualLSTM(nn.Module):
+    """The market's logit plus a learned correction: an untrained model IS the market.
+
+    Why: on real data the de-vigged market is a very strong forecast; a network that has
+    to rediscover it from scaled prices ends up worse than it (EPL Brier ratio ~1.03).
+    Here ``logit = logit(p_market) + correction`` with a correction that is exactly zero
+    at initialisation, so training starts from the market and weight decay pulls back to it.
+
+    - ``p_market`` is read from the *raw* (unscaled) inputs the served model gets too:
+      channel ``market_channel`` (the dataset's ``sharp_prob``: de-vigged sharp book, else
+      consensus) at the last real step, which is the dataset's ``market_prob`` at the
+      decision time. Rows without it (no such channel, NaN, or not in (0, 1)) fall back to
+      a learned constant base (initially 0 = probability 0.5); a ``market_known`` flag
+      enters the correction head, so the correction can differ for those rows.
+    - No imputed channels: besides the z-scored values (NaN -> 0) the recurrence reads a
+      per-channel *known* flag (raw value finite on a real step), so "missing" is never
+      confused with "at the training mean" (e.g. EPL time of day before 2019/20, which the
+      dataset leaves NaN because the kickoff time was imputed).
+    - The first layer's input weights start at zero: a channel (or known flag) that the
+      train window never fills gets no gradient and keeps exactly zero weight, so its
+      first appearance in validation/test cannot move the forecast.
+    - The correction head reads ``h(inputs) - h(nothing)``: the final hidden state minus
+      that of the same steps with every input zero (no value known). With zero input
+      weights the two are equal, so the correction starts at exactly zero although the
+      head's weights on the state start random (the usual init: the correction learns at
+      once; a zero head behind zero input weights would start quadratically slowly). The
+      head's weights on the flag and the market logit, and its bias, start at zero.
+    - Post-hoc calibration ``a * logit + b`` (Platt, fit on the validation window by
+      ``loop.fit``) is part of the hyper-parameters, so the logged spec carries it and the
+      served model applies it; identity while training.
+
+    Besides the state difference the head reads ``market_known`` and the market logit (so
+    it can also learn a recalibration of the market itself, e.g. the favourite-longshot
+    bias).
+
+    Inputs: x [B, T, F] scaled, mask [B, T] bool, x_raw [B, T, F] unscaled (NaN = no
+    value; None = every real step known and no market). Output: logits [B].
+    """
+
+    def __init__(
+        self,
+        n_features: int,
+        hidden: int = 32,
+        num_layers: int = 1,
+        dropout: float = 0.2,
+        market_channel: int | None = None,
+        calibration: tuple[float, float] | list[float] = (1.0, 0.0),
+    ) -> None:
+        super().__init__()
+        if market_channel is not None and not 0 <= market_channel < n_features:
+            raise ValueError(f"market_channel={market_channel} not in [0, {n_features})")
+        self.market_channel = market_channel
+        self.hparams: dict[str, Any] = {
+            "n_features": n_features,
+            "hidden": hidden,
+            "num_layers": num_layers,
+            "dropout": dropout,
+            "market_channel": market_channel,
+            "calibration": [float(calibration[0]), float(calibration[1])],
+        }
+        self.lstm = nn.LSTM(
+            2 * n_features + 1,
+            hidden,
+            num_layers=num_layers,
+            batch_first=True,
+            dropout=dropout if num_layers > 1 else 0.0,
+        )
+        with torch.no_grad():
+            self.lstm.weight_ih_l0.zero_()
+        self.drop = nn.Dropout(dropout)
+        self.correction = nn.Linear(hidden + 2, 1)
+        with torch.no_grad():  # state weights: the usual init; flag, market, bias: zero
+            self.correction.weight[:, hidden:] = 0.0
+        nn.init.zeros_(self.correction.bias)
+        self.fallback_logit = nn.Parameter(torch.zeros(()))
+        # Not in the state dict: the spec's hparams are the one record of the calibration.
+        self.register_buffer(
+            "platt",
+            torch.tensor(self.hparams["calibration"], dtype=torch.float32),
+            persistent=False,
+        )
+
+    def set_calibration(self, slope: float, intercept: float) -> None:
+        """Post-hoc calibration of the output logit (identity = 1, 0); kept in hparams."""
+        self.hparams["calibration"] = [float(slope), float(intercept)]
+        self.platt.copy_(torch.tensor([slope, intercept], dtype=torch.float32))
+
+    def market_logit(self, mask: Tensor, x_raw: Tensor | None) -> tuple[Tensor, Tensor]:
+        """(logit of the market probability at the last real step, known flag) per sample."""
+        b = mask.shape[0]
+        mask = mask.bool()
+        if x_raw is None or self.market_channel is None:
+            zeros = torch.zeros(b, device=mask.device)
+            return zeros, zeros.bool()
+        steps = torch.arange(1, mask.shape[1] + 1, device=mask.device)
+        last = ((mask * steps).amax(dim=1) - 1).clamp(min=0)
+        p = x_raw[torch.arange(b, device=mask.device), last, self.market_channel].float()
+        known = mask.any(dim=1) & torch.isfinite(p) & (p > 0) & (p < 1)
+        p = torch.where(known, p, torch.full_like(p, 0.5))
+        return torch.log(p) - torch.log1p(-p), known
+
+    def forward(self, x: Tensor, mask: Tensor, x_raw: Tensor | None = None) -> Tensor:
+        mask = mask.bool()
+        m = mask.unsqueeze(-1)
+        known = m.expand_as(x) if x_raw is None else torch.isfinite(x_raw) & m
+        values = x.masked_fill(~known, 0.0)
+        inputs = torch.cat([values, known.to(x.dtype), m.to(x.dtype)], dim=-1)
+        moved = _last_hidden(self.lstm, inputs, mask) - _last_hidden(
+            self.lstm, torch.zeros_like(inputs), mask
+        )
+        market, market_known = self.market_logit(mask, x_raw)
+        flag = market_known.to(moved.dtype)
+        # market is 0 where unknown (p = 0.5), so the head reads no made-up logit there
+        head_in = torch.cat(
+            [self.drop(moved), flag.unsqueeze(-1), market.to(moved.dtype).unsqueeze(-1)], dim=-1
+        )
+        correction = self.correction(head_in).squeeze(-1).float()
+        base = torch.where(market_known, market, self.fallback_logit.float().expand_as(market))
+        return self.platt[0] * (base + correction) + self.platt[1]

@@ -654,7 +654,10 @@ def arbitrage_alert(window: Mapping[str, Any], legs: list[Mapping[str, Any]]) ->
     return Alert(
         title=f"Arbitrage {margin:.2%} on {window['event_id']} ({market})",
         text="\n".join(
-            [*rows, f"guaranteed profit after rounding {profit:.2f}; opened {window.get('opened_at')}"]
+            [
+                *rows,
+                f"guaranteed profit after rounding {profit:.2f}; opened {window.get('opened_at')}",
+            ]
         ),
         severity="info",
         fields={"event": str(window["event_id"]), "market": market, "margin": f"{margin:.4f}"},

@@ -147,7 +147,9 @@ def report(
     )  # fmt: skip
     out.append({"window_start": start, "window_end": times.max(), "overall": True, **figs})
     frame = pd.DataFrame(out)
-    frame["overall"] = [v is True for v in frame.get("overall", pd.Series(False, index=frame.index))]
+    frame["overall"] = [
+        v is True for v in frame.get("overall", pd.Series(False, index=frame.index))
+    ]
     return frame
 
 

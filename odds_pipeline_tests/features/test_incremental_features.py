@@ -36,9 +36,7 @@ def test_incremental_features_of_a_new_poll_equal_a_full_recompute(tmp_path):
     inc = warehouse.connect(tmp_path / "inc.duckdb")
     store.ensure_schema(inc)
     F.load_odds_api_change_log(inc, [path])
-    cut = inc.execute(
-        "SELECT quantile_disc(observed_at, 0.9) FROM odds_quotes"
-    ).fetchone()[0]
+    cut = inc.execute("SELECT quantile_disc(observed_at, 0.9) FROM odds_quotes").fetchone()[0]
     # History up to the cut, computed in full; then "a poll" lands the rest as a new load.
     inc.execute("CREATE TEMP TABLE later AS SELECT * FROM odds_quotes WHERE observed_at > ?", [cut])
     inc.execute("DELETE FROM odds_quotes WHERE observed_at > ?", [cut])

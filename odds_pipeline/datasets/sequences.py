@@ -813,7 +813,7 @@ def build_lstm_sequences(
         }
     )
     if truth is not None:
-        meta["true_prob"] = _oracle(meta, truth)
+        meta["true_prob"] = oracle_probability(meta, truth)
     keep = np.flatnonzero(has_data)
     times = np.where(mask, as_of_us, 0)
     stats["samples"] = int(len(keep))
@@ -835,7 +835,7 @@ def build_lstm_sequences(
     )
 
 
-def _oracle(meta: pd.DataFrame, truth: pd.DataFrame) -> np.ndarray:
+def oracle_probability(meta: pd.DataFrame, truth: pd.DataFrame) -> np.ndarray:
     """True probability of each sample's side at its decision time (last truth row <= t)."""
     cols = {"home": "true_home_prob", "away": "true_away_prob", "draw": "true_draw_prob"}
     t = truth[["event_id", "observed_at", *[c for c in cols.values() if c in truth]]].copy()

@@ -12,6 +12,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from .datasets import simulator_truth
 from .metadata import WRITER_POOL, markdown_table
 from .resources import MlflowResource, WarehouseResource
 
@@ -80,6 +81,18 @@ def backtest_report(
             if len(champion):
                 probabilities["lstm_champion"] = champion
             probabilities["market"] = predictions_frame(con, "market_probability")
+        if "market" in probabilities:
+            # On the simulator: the true probability at the same decision times (the best a
+            # model could do), as a strategy beside the others.
+            truth = simulator_truth(context)
+            if truth is not None:
+                from odds_pipeline.datasets.sequences import oracle_probability
+
+                base = probabilities["market"]
+                oracle = base.assign(probability=oracle_probability(base, truth))
+                oracle = oracle[oracle["probability"].notna()]
+                if len(oracle):
+                    probabilities["oracle"] = oracle
         windows = (
             con.execute("SELECT * FROM arbitrage_windows").df()
             if table_exists(con, "arbitrage_windows")

@@ -108,7 +108,7 @@ def _dataclass_config(cls: type, values: dict[str, Any]) -> Any:
         raise _fail(f"invalid dataset config: {exc}") from exc
 
 
-def _simulator_truth(context: dg.AssetExecutionContext) -> Any:
+def simulator_truth(context: dg.AssetExecutionContext) -> Any:
     """The latent truth of the simulated market in the store, regenerated from its config.
 
     The simulator is deterministic for a config, so the config of the latest
@@ -240,7 +240,7 @@ def lstm_sequences(
     values = config.model_dump(exclude={*SPLIT_FIELDS, "oracle"})
     values["leagues"] = values["leagues"] or None
     ds_config = _dataclass_config(LstmSequenceConfig, values)
-    truth = _simulator_truth(context) if config.oracle else None
+    truth = simulator_truth(context) if config.oracle else None
     with _needs_features("lstm_sequences"), warehouse.store().connection(read_only=True) as con:
         dataset = build_lstm_sequences(con, ds_config, truth=truth)
     return _report(_split(dataset, config, dataset.meta.get("league")), context)

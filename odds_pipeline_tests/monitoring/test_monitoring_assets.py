@@ -221,6 +221,7 @@ def test_backtest_report_on_champion_predictions(instance):
     md = result.asset_materializations_for_node("backtest_report")[0].metadata
     verdicts = md["verdicts"].value
     assert "lstm_champion" in verdicts and "market" in verdicts and "favourite" in verdicts
+    assert "oracle" in verdicts  # the simulator's true probability, the best a model could do
     bets = _query("SELECT * FROM backtest_bets")
     assert len(bets) == md["dagster/row_count"].value > 0
     assert (bets["stake"] >= 0).all()

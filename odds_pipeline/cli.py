@@ -132,7 +132,8 @@ def _models(args: argparse.Namespace) -> int:
             for row in decisions.get(name, [])[:3]:
                 print(
                     f"  decision {row['decided_at']:%Y-%m-%d %H:%M} {row['decision']}: "
-                    f"v{row['from_version']} -> v{row['to_version']}: {row['reason']}"
+                    f"{_version(row['from_version'])} -> {_version(row['to_version'])}: "
+                    f"{row['reason']}"
                 )
     if args.require_judged:
         unjudged = [
@@ -148,6 +149,11 @@ def _models(args: argparse.Namespace) -> int:
             )
             return 1
     return 0
+
+
+def _version(value: object) -> str:
+    """v3, or 'none' where there was no version (a first promotion, a refusal's target)."""
+    return "none" if value is None or value != value else f"v{value}"
 
 
 def _latest_decisions() -> dict[str, list[dict[str, object]]]:

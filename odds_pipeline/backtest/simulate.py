@@ -542,6 +542,44 @@ def _flat_stake(config: BacktestConfig, stake_share: float) -> float:
     return stake_share * config.bankroll
 
 
+def _affordable(bets: pd.DataFrame, bankroll: float) -> tuple[pd.DataFrame, int]:
+    """Flat-stake bets placed only while the cash covers them (a ruined bankroll stops betting).
+
+    Cash at a decision = the initial bankroll + the profit of bets settled by then - the
+    stakes of bets still running (the same point-in-time convention as `_walk`). Returns the
+    bets that could be paid and how many could not.
+    """
+    if bets.empty:
+        return bets, 0
+    order = bets.sort_values(["decision_time", "event_id"], kind="stable")
+    decided = _ns(order["decision_time"]).tolist()
+    settled = order["settled_at"]
+    settle = [
+        _NEVER if pd.isna(s) else v
+        for s, v in zip(
+            settled, _ns(settled.fillna(pd.Timestamp(0, tz="UTC"))).tolist(), strict=True
+        )
+    ]
+    stakes = order["stake"].to_numpy(float).tolist()
+    profits = order["profit"].fillna(0.0).to_numpy(float).tolist()
+    pending: list[tuple[int, int, float, float]] = []
+    equity, tied, keep = float(bankroll), 0.0, []
+    for i, t in enumerate(decided):
+        while pending and pending[0][0] <= t:
+            _, _, stake_done, profit_done = heapq.heappop(pending)
+            equity += profit_done
+            tied -= stake_done
+        if stakes[i] > equity - tied + 1e-9:
+            keep.append(False)
+            continue
+        keep.append(True)
+        tied += stakes[i]
+        if settle[i] != _NEVER:
+            heapq.heappush(pending, (settle[i], i, stakes[i], profits[i]))
+    kept = order[np.asarray(keep, dtype=bool)]
+    return kept.sort_index(), int(len(order) - len(kept))
+
+
 def _favourite(
     candidates: pd.DataFrame, counts: dict[str, int], config: BacktestConfig, stake_share: float
 ) -> tuple[pd.DataFrame, dict[str, int]]:
@@ -556,8 +594,14 @@ def _favourite(
     keep = stake > 0
     picks = picks[keep]
     bets = _bets_frame("favourite", picks, stake[keep], settled_at.loc[picks.index])
+    bets, unaffordable = _affordable(bets, config.bankroll)
     bets = bets.sort_values(["decision_time", "event_id"], kind="stable").reset_index(drop=True)
-    return bets, {**counts, "placed": len(bets), "open": int((~bets["settled"]).sum())}
+    return bets, {
+        **counts,
+        "placed": len(bets),
+        "not_affordable": unaffordable,
+        "open": int((~bets["settled"]).sum()),
+    }
 
 
 def favourite_flat(
@@ -598,9 +642,11 @@ def _proportional(
     keep = stake > 0
     rows = rows[keep]
     bets = _bets_frame("market_proportional", rows, stake[keep], settled_at.loc[rows.index])
+    bets, unaffordable = _affordable(bets, config.bankroll)
     skipped = candidates.loc[~whole, key].drop_duplicates()
     return bets, {
         **counts,
+        "not_affordable": unaffordable,
         "events_with_unpriced_side": len(skipped),
         "placed": len(bets),
         "open": int((~bets["settled"]).sum()),

@@ -277,11 +277,12 @@ def test_betting_the_market_loses_about_the_margin():
     # against its own prices the market's probability has no edge: value betting stays out
     assert value_bets(con, market, config).empty
     # staking in proportion to it pays the overround back on every event
-    proportional = market_proportional(con, market, config)
+    # (every event is open at once here: stakes small enough that the cash covers them all)
+    proportional = market_proportional(con, market, config, stake_share=0.0003)
     assert len(proportional) == 6000
     assert roi(proportional) == pytest.approx(-margin / (1 + margin), abs=0.002)
     # the favourite at flat stakes loses about the margin too (noisy: loose bound)
-    favourite = favourite_flat(con, market, config)
+    favourite = favourite_flat(con, market, config, stake_share=0.0003)
     assert len(favourite) == 3000
     assert -margin - 0.04 < roi(favourite) < 0
 
@@ -471,3 +472,28 @@ def test_config_is_validated():
         BacktestConfig(arb_rejection_probability=1.5)
     with pytest.raises(ValueError, match="missing"):
         value_bets(make_con([]), pd.DataFrame({"event_id": ["A"]}))
+
+
+def test_flat_stakes_stop_when_the_bankroll_is_gone():
+    """Flat baselines used to keep betting after ruin (a drawdown above 100% on real data)."""
+    from odds_pipeline.backtest.metrics import strategy_report
+
+    margin = 0.08  # a heavy overround: flat stakes of 5% of a small bankroll go broke
+    con, _, market, _ = simulated(3000, margin, noise=0.0, seed=13)
+    config = BacktestConfig(bankroll=200.0, increment=0.01, n_boot=50)
+    for bets in (
+        market_proportional(con, market, config, stake_share=0.05),
+        favourite_flat(con, market, config, stake_share=0.05),
+    ):
+        assert bets.attrs["counts"]["not_affordable"] > 0
+        settled = bets[bets["settled"]]
+        report = strategy_report(
+            settled["stake"].to_numpy(),
+            settled["price"].to_numpy(),
+            settled["won"].to_numpy(bool),
+            settled["settled_at"],
+            bankroll0=config.bankroll,
+            n_boot=50,
+        )
+        assert report.max_drawdown <= 1.0 + 1e-9
+        assert config.bankroll + settled["profit"].sum() >= -1e-6  # never below zero cash

@@ -474,6 +474,28 @@ def test_asset_page_lists_its_checks(
         browser.save_screenshot(str(tmp_path / "asset-checks.png"))
 
 
+def test_automation_page_lists_the_sensors_and_schedules(
+    browser: WebDriver, dagster_ui: DagsterUI, tmp_path: Path
+) -> None:
+    with screenshot_on_failure(browser, tmp_path, "automation"):
+        browser.get(f"{dagster_ui.base_url}/automation")
+        for name in (
+            "drift_retrain",
+            "alert_on_run_failure",
+            "live_data_refresh",
+            "free_stuck_pool_slots",
+            "nightly_monitoring",
+            "nightly_retrain",
+        ):
+            wait_for(
+                browser,
+                f"{name!r} on the Automation page",
+                lambda d, n=name: displayed_text(d, n),
+            )
+        assert_no_app_error(browser)
+        browser.save_screenshot(str(tmp_path / "automation.png"))
+
+
 def test_football_data_odds_launchpad_materializes(
     browser: WebDriver, dagster_ui: DagsterUI, tmp_path: Path
 ) -> None:

@@ -29,10 +29,12 @@ $(DAGSTER_HOME)/dagster.yaml:
 	@cp -n data/dagster_home/dagster.yaml $(DAGSTER_HOME)/dagster.yaml 2>/dev/null || true
 
 run: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
+	@# The .dagster/repository tag files the run under its job in the UI (the job page lists
+	@# runs by that label; `dagster job execute -m` does not set it).
 	@# A candidate refused by a quality gate fails the run at that gate (by design: the alias
 	@# does not move); `models --require-judged` then tells a refusal from a broken pipeline.
 	$(BIN)/dagster job execute -m odds_pipeline.definitions -j default_pipeline \
-		--tags '{"odds_pipeline/trigger": "make run"}' \
+		--tags '{"odds_pipeline/trigger": "make run", ".dagster/repository": "__repository__@odds_pipeline"}' \
 		|| echo ">>> default_pipeline did not end green: see each model's decision below"
 	$(BIN)/odds-pipeline models --require-judged
 	$(BIN)/dagster asset materialize -m odds_pipeline.definitions \

@@ -54,3 +54,20 @@ def test_writers_share_the_duckdb_pool():
 def test_live_poll_schedule_is_stopped_by_default():
     schedule = defs.resolve_schedule_def("odds_api_live_poll_schedule")
     assert schedule.default_status == dg.DefaultScheduleStatus.STOPPED
+
+
+def test_make_run_files_its_run_under_the_job_in_the_ui():
+    """The UI lists a job's runs by the `.dagster/repository` label; `make run` sets it."""
+    import json
+    import re
+
+    import yaml
+
+    from odds_pipeline.definitions import defs
+    from odds_pipeline_tests.conftest import REPO_ROOT
+
+    makefile = (REPO_ROOT / "Makefile").read_text()
+    tags = json.loads(re.search(r"--tags '(\{.*?\})'", makefile).group(1))
+    workspace = yaml.safe_load((REPO_ROOT / "workspace.yaml").read_text())
+    location = workspace["load_from"][0]["python_module"]["location_name"]
+    assert tags[".dagster/repository"] == f"{defs.get_repository_def().name}@{location}"

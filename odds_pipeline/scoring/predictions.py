@@ -60,6 +60,20 @@ class Scorer:
     fallback_reason: str = ""
 
 
+def _inputs_config(scorer: Scorer, default_config: Any) -> Any:
+    """The champion's own dataset config over the default (lookback, steps, ...), so its
+    inputs are rebuilt as it was trained; the default when there is no champion."""
+    from dataclasses import asdict
+
+    from odds_pipeline.datasets.sequences import config_from_mapping
+
+    if scorer.predict is None or not scorer.dataset_config:
+        return default_config
+    known = asdict(default_config)
+    wanted = {k: v for k, v in scorer.dataset_config.items() if k in known}
+    return config_from_mapping(type(default_config), {**known, **wanted})
+
+
 def snapshot_hash(packed: np.ndarray) -> np.ndarray:
     """Per row: sha256 of exactly the inputs scored (16 hex chars), to audit a prediction."""
     rows = np.ascontiguousarray(packed, dtype=np.float32)
@@ -82,20 +96,12 @@ def score_window(
     run_id: str | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Predictions for every h2h side of events commencing in [from, to); and build stats."""
-    from dataclasses import asdict, replace
+    from dataclasses import replace
 
-    from odds_pipeline.datasets.sequences import (
-        LstmSequenceConfig,
-        build_lstm_sequences,
-        config_from_mapping,
-    )
+    from odds_pipeline.datasets.sequences import build_lstm_sequences
 
-    config = default_config
     reason = scorer.fallback_reason
-    if scorer.predict is not None and scorer.dataset_config:
-        wanted = {k: v for k, v in scorer.dataset_config.items() if k in asdict(config)}
-        config = config_from_mapping(LstmSequenceConfig, {**asdict(config), **wanted})
-    config = replace(config, knowledge=knowledge, leagues=None)
+    config = replace(_inputs_config(scorer, default_config), knowledge=knowledge, leagues=None)
     dataset = build_lstm_sequences(
         con,
         config,
@@ -227,19 +233,10 @@ def score_pairs(
     run_id: str | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """One score per book-pair key at its latest instant <= ``score_at`` (events not started)."""
-    from dataclasses import asdict
+    from odds_pipeline.datasets.sequences import build_arbitrage_pair_sequences
 
-    from odds_pipeline.datasets.sequences import (
-        PairSequenceConfig,
-        build_arbitrage_pair_sequences,
-        config_from_mapping,
-    )
-
-    config = default_config
     reason = scorer.fallback_reason
-    if scorer.predict is not None and scorer.dataset_config:
-        wanted = {k: v for k, v in scorer.dataset_config.items() if k in asdict(config)}
-        config = config_from_mapping(PairSequenceConfig, {**asdict(config), **wanted})
+    config = _inputs_config(scorer, default_config)
     dataset = build_arbitrage_pair_sequences(con, config, score_at=score_at)
     stats = dict(dataset.stats)
     if len(dataset) == 0:

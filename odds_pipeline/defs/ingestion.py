@@ -10,6 +10,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -245,19 +246,7 @@ def odds_api_live(
             response = feed.fetch_odds(sport)
         except odds_api.FeedAuthError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
-        received = response.received_at.astimezone(UTC)
-        envelope = {
-            "timestamp": received.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "sport": sport,
-            "data": response.payload,
-        }
-        body = json.dumps(envelope, sort_keys=True).encode()
-        name = f"{sport}-{received:%Y%m%dT%H%M%SZ}-{hashlib.sha1(body).hexdigest()[:10]}.json.gz"
-        target = raw_dir / name
-        if not target.exists():
-            tmp = target.with_suffix(".tmp")
-            tmp.write_bytes(gzip.compress(body, mtime=0))
-            tmp.replace(target)
+        save_raw_response(raw_dir, sport, response)
         quota[sport] = dict(response.quota)
         context.log.info(f"polled {sport}: {len(response.payload)} events, quota {response.quota}")
 
@@ -273,6 +262,25 @@ def odds_api_live(
     metadata["raw_responses"] = dg.MetadataValue.int(len(per_file_ids))
     metadata["load_id"] = dg.MetadataValue.text(load_id)
     return dg.MaterializeResult(metadata=metadata)
+
+
+def save_raw_response(raw_dir: Path, sport: str, response: Any) -> Path:
+    """Keep a feed response as a gzipped envelope, atomically, named by time and content, so
+    a day can be replayed and the same response saved twice is one file."""
+    received = response.received_at.astimezone(UTC)
+    envelope = {
+        "timestamp": received.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "sport": sport,
+        "data": response.payload,
+    }
+    body = json.dumps(envelope, sort_keys=True).encode()
+    name = f"{sport}-{received:%Y%m%dT%H%M%SZ}-{hashlib.sha1(body).hexdigest()[:10]}.json.gz"
+    target = raw_dir / name
+    if not target.exists():
+        tmp = target.with_suffix(".tmp")
+        tmp.write_bytes(gzip.compress(body, mtime=0))
+        tmp.replace(target)
+    return target
 
 
 class OddsApiScoresConfig(dg.Config):
@@ -316,19 +324,7 @@ def odds_api_scores(
             raise  # rate limit or outage: the retry policy tries again later
         except odds_api.FeedError as exc:  # refused key, unknown sport: retrying cannot help
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
-        received = response.received_at.astimezone(UTC)
-        envelope = {
-            "timestamp": received.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "sport": sport,
-            "data": response.payload,
-        }
-        body = json.dumps(envelope, sort_keys=True).encode()
-        name = f"{sport}-{received:%Y%m%dT%H%M%SZ}-{hashlib.sha1(body).hexdigest()[:10]}.json.gz"
-        target = raw_dir / name
-        if not target.exists():
-            tmp = target.with_suffix(".tmp")
-            tmp.write_bytes(gzip.compress(body, mtime=0))
-            tmp.replace(target)
+        save_raw_response(raw_dir, sport, response)
         quota[sport] = dict(response.quota)
         context.log.info(f"polled {sport} scores: {len(response.payload)} events")
 

@@ -35,7 +35,7 @@ RUNNING = {dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING}
 class DropLoadConfig(dg.Config):
     load_id: str = Field(
         description="The load to delete, exactly as `odds-pipeline loads` lists it "
-        "(e.g. `football_data:E0_2021-2022.csv`)."
+        "(e.g. `football_data:data/samples/football_data/E0_2021-2022.csv`; `odds-pipeline loads` lists them)."
     )
 
 

@@ -11,7 +11,7 @@ last 2 hours (`scan(since=...)`), format an alert per new actionable window. The
 between are landed in one load per gap and their features recomputed incrementally (same
 state as poll by poll, cheaper to simulate). Reports per measured poll: latency, events
 touched, quotes in the store, peak RSS; and the slope of latency against simulated day.
-Domain functions only (no Dagster run overhead, which adds ~1-2 s a run on this machine).
+Domain functions only: the Dagster run around them (process start, event log) is not counted.
 """
 
 from __future__ import annotations

@@ -91,7 +91,7 @@ def _registered_models() -> dict[str, dict[str, str]]:
         return {}
     from odds_pipeline.training import tracking
 
-    client = tracking._client()
+    client = tracking.client()
     models: dict[str, dict[str, str]] = {}
     for name in (tracking.LSTM_MODEL_NAME, tracking.TRANSFORMER_MODEL_NAME):
         for alias in (tracking.CHAMPION, tracking.CHALLENGER):

@@ -12,7 +12,7 @@ from odds_pipeline.training import tracking
 def mlflow_db_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An empty, migrated MLflow DB: creating one costs ~3 s, copying it ~0."""
     root = tmp_path_factory.mktemp("mlflow_template")
-    tracking._client(tracking.tracking_uri(root)).search_experiments()
+    tracking.client(tracking.tracking_uri(root)).search_experiments()
     return root / tracking.TRACKING_DB
 
 

@@ -13,11 +13,11 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from .metadata import WRITER_POOL, data_failure
 from .resources import WarehouseResource
 
 GROUP = "datasets"
 OWNERS = ["team:odds-ml"]
-WRITER_POOL = "duckdb_writer"
 # Everything the builders read in SQL, so lineage and staleness are right.
 FEATURE_DEPS = ["quote_features", "market_features", "events", "results"]
 SPLIT_FIELDS = {"split_fractions", "split_cuts", "split_by"}
@@ -81,10 +81,6 @@ class PairSequencesConfig(_SplitConfig):
     knowledge: str = Field(default="observed", description="observed or ingested.")
 
 
-def _fail(description: str, **metadata: Any) -> dg.Failure:
-    return dg.Failure(description=description, metadata=metadata, allow_retries=False)
-
-
 @contextmanager
 def _needs_features(name: str) -> Iterator[None]:
     """A warehouse without feature tables is an ordering problem an engineer can fix."""
@@ -93,7 +89,7 @@ def _needs_features(name: str) -> Iterator[None]:
     try:
         yield
     except duckdb.CatalogException as exc:
-        raise _fail(
+        raise data_failure(
             f"{name}: a table is missing ({exc}); materialize the ingestion and features groups "
             "(quote_features, market_features, pair_features) first"
         ) from exc
@@ -105,7 +101,7 @@ def _dataclass_config(cls: type, values: dict[str, Any]) -> Any:
     try:
         return config_from_mapping(cls, values)
     except ValueError as exc:
-        raise _fail(f"invalid dataset config: {exc}") from exc
+        raise data_failure(f"invalid dataset config: {exc}") from exc
 
 
 def simulator_truth(context: dg.AssetExecutionContext) -> Any:
@@ -143,7 +139,7 @@ def _split(dataset: Any, config: _SplitConfig, leagues: Any = None) -> Any:
     from odds_pipeline.datasets.sequences import assign_splits
 
     if config.split_by not in ("league", "global"):
-        raise _fail(f"split_by must be 'league' or 'global', got {config.split_by!r}")
+        raise data_failure(f"split_by must be 'league' or 'global', got {config.split_by!r}")
     try:
         if config.split_by == "global" or leagues is None or len(dataset) == 0:
             return assign_splits(dataset, config.split_fractions, cuts=config.split_cuts or None)
@@ -156,7 +152,7 @@ def _split(dataset: Any, config: _SplitConfig, leagues: Any = None) -> Any:
             )
             split[rows] = part.meta["split"].to_numpy(dtype=object)
     except ValueError as exc:
-        raise _fail(f"invalid split config: {exc}") from exc
+        raise data_failure(f"invalid split config: {exc}") from exc
     out = dataset.subset(np.arange(len(dataset)))
     out.meta["split"] = split
     return out
@@ -179,7 +175,7 @@ def _report(dataset: Any, context: dg.AssetExecutionContext) -> dg.MaterializeRe
     splits = manifest.get("splits", {})
     empty = [s for s, v in splits.items() if v["rows"] == 0]
     if len(dataset) == 0 or empty:
-        raise _fail(
+        raise data_failure(
             f"{dataset.name}: no rows in {empty or 'the dataset'}; the warehouse may lack "
             "results or features for these sources, or the split config leaves a window empty",
             build_stats=dg.MetadataValue.json(manifest.get("build_stats", {})),
@@ -286,17 +282,19 @@ def load_materialized_dataset(
     materialization = event.asset_materialization if event is not None else None
     entry = materialization.metadata.get("path") if materialization is not None else None
     if entry is None:
-        raise _fail(f"{key.to_user_string()} has not been materialized yet: materialize it first")
+        raise data_failure(
+            f"{key.to_user_string()} has not been materialized yet: materialize it first"
+        )
     path = str(entry.value)
     if not Path(path).is_dir():
-        raise _fail(
+        raise data_failure(
             f"{key.to_user_string()}'s files are gone ({path}); re-materialize it",
             path=dg.MetadataValue.path(path),
         )
     try:
         return load_dataset(path), path
     except (OSError, ValueError, KeyError) as exc:
-        raise _fail(
+        raise data_failure(
             f"{key.to_user_string()} at {path} cannot be read ({exc}); re-materialize it",
             path=dg.MetadataValue.path(path),
         ) from exc

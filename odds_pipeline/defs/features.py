@@ -12,12 +12,11 @@ from pydantic import Field
 
 from odds_pipeline.features.compute import SHARP_BOOKS
 
-from .metadata import markdown_table
+from .metadata import WRITER_POOL, markdown_table
 from .resources import WarehouseResource
 
 GROUP = "features"
 OWNERS = ["team:odds-features"]
-WRITER_POOL = "duckdb_writer"
 CANONICAL = ["odds_quotes", "events"]
 
 

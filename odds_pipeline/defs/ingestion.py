@@ -20,12 +20,11 @@ from odds_pipeline.ingestion.ingest import ingest_paths, relative_to_project
 from odds_pipeline.market.quotes import ParseResult, SourceFormatError, combine
 from odds_pipeline.paths import state_home
 
-from .metadata import markdown_table
+from .metadata import WRITER_POOL, markdown_table
 from .resources import OddsFeedResource, WarehouseResource
 
 GROUP = "ingestion"
 OWNERS = ["team:odds-data"]
-WRITER_POOL = "duckdb_writer"
 PREVIEW_ROWS = 10
 # Reject reasons that are policy, not bad data: they do not count against the reject ratio.
 POLICY_REJECTS = ("in_play",)

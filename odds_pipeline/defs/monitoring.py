@@ -86,24 +86,8 @@ def _reference(kind: ModelKind, loaded: Any, uri: str, config: Any) -> dict[str,
 
 def _current(con: Any, kind: ModelKind, loaded: Any, start: datetime, end: datetime) -> Any:
     """The sequences the champion would score in the window, built like the scorer builds them."""
-    from dataclasses import asdict
-
-    from odds_pipeline.datasets import sequences as S
-
     wanted = dict(loaded.spec.extra.get("dataset_config") or {})
-    if kind.baselines == "market":
-        cfg = S.config_from_mapping(
-            S.LstmSequenceConfig,
-            {k: v for k, v in wanted.items() if k in asdict(S.LstmSequenceConfig())},
-        )
-        return S.build_lstm_sequences(
-            con, cfg, include_unresolved=True, commence_from=start, commence_to=end
-        )
-    cfg = S.config_from_mapping(
-        S.PairSequenceConfig,
-        {k: v for k, v in wanted.items() if k in asdict(S.PairSequenceConfig())},
-    )
-    return S.build_arbitrage_pair_sequences(con, cfg, score_at=end)
+    return kind.window_sequences(con, wanted, start, end)
 
 
 def _psi_plot(con: Any, model: str, path: Any) -> Any:

@@ -221,11 +221,11 @@ def _decide(
     if outcome == "promoted":
         run = tracking.client(uri).get_run(str(meta.get("mlflow_run_id")))
         params = {**run.data.params, "dagster_run_id": run.data.tags.get("dagster.run_id")}
-        from odds_pipeline.registry.gates import GateResult
         from odds_pipeline.training.candidate import load_gate_rows
 
         _, info = load_gate_rows(meta["gate_rows_path"])
-        gate_results = _results_from_tags(name, version, uri, GateResult)
+        tags = tracking.client(uri).get_model_version(name, version).tags
+        gate_results = promotion.gates_from_tags(tags)
         card = promotion.model_card(name, version, info, gate_results, params)
         promotion.describe_version(name, version, card, uri)
     decision = promotion.Decision(
@@ -239,14 +239,16 @@ def _decide(
         dagster_run_id=context.run.run_id,
     )
     with warehouse.store().connection() as con:
-        if outcome != "refused" or not _already_recorded(con, promotion, decision):
+        if outcome != "refused" or not _already_recorded(con, decision):
             promotion.record(con, decision)
         recent = promotion.history(con, name, limit=10)
     return _champion_result(kind, decision, recent, mlflow, uri)
 
 
-def _already_recorded(con: Any, promotion: Any, decision: Any) -> bool:
+def _already_recorded(con: Any, decision: Any) -> bool:
     """The gates of this run already wrote the refusal of this version."""
+    from odds_pipeline.registry import promotion
+
     recent = promotion.history(con, decision.model, limit=1)
     return bool(
         len(recent)
@@ -254,30 +256,6 @@ def _already_recorded(con: Any, promotion: Any, decision: Any) -> bool:
         and recent["to_version"].iloc[0] == decision.to_version
         and recent["dagster_run_id"].iloc[0] == decision.dagster_run_id
     )
-
-
-def _results_from_tags(name: str, version: str, uri: str, result_cls: type) -> dict[str, Any]:
-    from odds_pipeline.registry.promotion import GATE_TAG_PREFIX
-    from odds_pipeline.training import tracking
-
-    tags = dict(tracking.client(uri).get_model_version(name, version).tags)
-    out = {}
-    for gate in GATE_NAMES:
-        verdict = tags.get(f"{GATE_TAG_PREFIX}{gate}")
-        if verdict is None:
-            continue
-        nan = float("nan")
-        out[gate] = result_cls(
-            name=gate,
-            passed=verdict == "pass",
-            value=nan,
-            threshold=nan,
-            ci_low=nan,
-            ci_high=nan,
-            n=0,
-            summary=tags.get(f"{GATE_TAG_PREFIX}{gate}.summary", ""),
-        )
-    return out
 
 
 def _champion_result(

@@ -21,15 +21,12 @@ from odds_pipeline.training import tracking
 from odds_pipeline.training.kinds import KINDS, ModelKind
 
 from .datasets import arbitrage_pair_sequences, load_materialized_dataset, lstm_sequences
+from .metadata import data_failure
 from .resources import MlflowResource
 
 GROUP = "training"
 OWNERS = ["team:odds-ml"]
 POOL = "gpu"
-
-
-def _fail(description: str, **metadata: Any) -> dg.Failure:
-    return dg.Failure(description=description, metadata=metadata, allow_retries=False)
 
 
 # --------------------------------------------------------------------------- configs
@@ -97,7 +94,7 @@ def check_device(device: str) -> str:
     try:
         return str(select_device(None if device == "auto" else device))
     except ValueError as exc:
-        raise _fail(f"{exc}; set `device` to auto or cpu in the run config") from exc
+        raise data_failure(f"{exc}; set `device` to auto or cpu in the run config") from exc
 
 
 def epoch_logger(
@@ -130,7 +127,7 @@ def prepared_candidate_data(context: dg.AssetExecutionContext, kind: ModelKind, 
     try:
         return prepare(dataset, kind, label, path)
     except CandidateDataError as exc:
-        raise _fail(
+        raise data_failure(
             str(exc), **{k: dg.MetadataValue.json(v) for k, v in exc.metadata.items()}
         ) from exc
 

@@ -130,6 +130,32 @@ def tag_version(name: str, version: str, tags: Mapping[str, str], uri: str | Non
         client.set_model_version_tag(name, str(version), key, str(value))
 
 
+def gates_from_tags(tags: Mapping[str, str]) -> dict[str, GateResult]:
+    """The verdicts `verdict_tags` wrote, read back (value, summary; no interval)."""
+    nan = float("nan")
+    out = {}
+    for key, verdict in tags.items():
+        name = key[len(GATE_TAG_PREFIX) :]
+        if not key.startswith(GATE_TAG_PREFIX) or "." in name:
+            continue
+        value = tags.get(f"{key}.value")
+        out[name] = GateResult(
+            name=name,
+            passed=verdict == "pass",
+            value=nan if value is None else float(value),
+            threshold=nan,
+            ci_low=nan,
+            ci_high=nan,
+            n=0,
+            summary=tags.get(f"{key}.summary", ""),
+        )
+    return out
+
+
+def failed_from_tags(tags: Mapping[str, str]) -> dict[str, str]:
+    return failed_gates(gates_from_tags(tags))
+
+
 def version_verdict(
     name: str, version: str, uri: str | None = None
 ) -> tuple[bool | None, dict[str, str]]:
@@ -137,14 +163,7 @@ def version_verdict(
     tags = dict(tracking.client(uri).get_model_version(name, str(version)).tags)
     if GATES_PASSED_TAG not in tags:
         return None, {}
-    failed = {
-        key[len(GATE_TAG_PREFIX) :]: tags.get(f"{key}.summary", "failed")
-        for key, value in tags.items()
-        if key.startswith(GATE_TAG_PREFIX)
-        and "." not in key[len(GATE_TAG_PREFIX) :]
-        and value == "fail"
-    }
-    return tags[GATES_PASSED_TAG] == "true", failed
+    return tags[GATES_PASSED_TAG] == "true", failed_from_tags(tags)
 
 
 # --------------------------------------------------------------------------- aliases
@@ -257,13 +276,7 @@ def model_status(uri: str | None = None) -> dict[str, dict[str, Any]]:
                 "gates": "not judged"
                 if passed is None
                 else ("passed" if passed == "true" else "refused"),
-                "failed": {
-                    k[len(GATE_TAG_PREFIX) :]: tags.get(f"{k}.summary", "")
-                    for k, v in tags.items()
-                    if k.startswith(GATE_TAG_PREFIX)
-                    and "." not in k[len(GATE_TAG_PREFIX) :]
-                    and v == "fail"
-                },
+                "failed": failed_from_tags(tags),
             }
         out[name] = entry
     return out

@@ -169,6 +169,41 @@ def transformer_search_space(trial: Any) -> dict[str, Any]:
     }
 
 
+# --------------------------------------------------------------------------- window sequences
+
+
+def _known(config_class: type, values: Mapping[str, Any]) -> Any:
+    """A dataset config from a champion's stored one (fields it does not know are ignored)."""
+    from dataclasses import fields
+
+    from odds_pipeline.datasets.sequences import config_from_mapping
+
+    names = {f.name for f in fields(config_class)}
+    return config_from_mapping(config_class, {k: v for k, v in values.items() if k in names})
+
+
+def _lstm_window(con: Any, dataset_config: Mapping[str, Any], start: Any, end: Any) -> Any:
+    """Every h2h side of the events commencing in [start, end), results known or not."""
+    from odds_pipeline.datasets import sequences as S
+
+    return S.build_lstm_sequences(
+        con,
+        _known(S.LstmSequenceConfig, dataset_config),
+        include_unresolved=True,
+        commence_from=start,
+        commence_to=end,
+    )
+
+
+def _pair_window(con: Any, dataset_config: Mapping[str, Any], start: Any, end: Any) -> Any:
+    """Each book pair's latest state at ``end`` (events not started)."""
+    from odds_pipeline.datasets import sequences as S
+
+    return S.build_arbitrage_pair_sequences(
+        con, _known(S.PairSequenceConfig, dataset_config), score_at=end
+    )
+
+
 # --------------------------------------------------------------------------- the registry
 
 
@@ -205,6 +240,9 @@ class ModelKind:
     # The meta column holding each sample's decision time (no step may come after it).
     decision_column: str = "decision_time"
     fixed_tuning_params: Mapping[str, Any] = field(default_factory=dict)
+    # The sequences the model would score in a window (monitoring's current window):
+    # (connection, the model's dataset config, start, end) -> dataset.
+    window_sequences: Callable[..., Any] | None = None
 
     @property
     def experiment(self) -> str:
@@ -261,6 +299,7 @@ KINDS: dict[str, ModelKind] = {
             channels=lambda f: f + 1,
             pack_fn=pack_lstm_input,
             unpack=_unpack_lstm,
+            window_sequences=_lstm_window,
             baselines="market",
         ),
         ModelKind(
@@ -292,6 +331,7 @@ KINDS: dict[str, ModelKind] = {
             channels=lambda f: 2 * f + 2,
             pack_fn=pack_pair_input,
             unpack=_unpack_pair,
+            window_sequences=_pair_window,
             baselines="rules",
             gate_metric="auc_pr",
             decision_column="cut_time",

@@ -156,9 +156,6 @@ def client(uri: str | None = None):
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
-_client = client
-
-
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "experiment"
 
@@ -177,16 +174,16 @@ def get_or_create_experiment(name: str, uri: str | None = None) -> str:
     A deleted experiment of that name is restored rather than failing the run.
     """
     uri = uri or tracking_uri()
-    client = _client(uri)
-    experiment = client.get_experiment_by_name(name)
+    mc = client(uri)
+    experiment = mc.get_experiment_by_name(name)
     if experiment is not None:
         if experiment.lifecycle_stage == "deleted":
-            client.restore_experiment(experiment.experiment_id)
+            mc.restore_experiment(experiment.experiment_id)
         return experiment.experiment_id
     try:
-        return client.create_experiment(name, artifact_location=_artifact_location(uri, name))
+        return mc.create_experiment(name, artifact_location=_artifact_location(uri, name))
     except Exception:  # another process created it between the two calls
-        experiment = client.get_experiment_by_name(name)
+        experiment = mc.get_experiment_by_name(name)
         if experiment is None:
             raise
         return experiment.experiment_id
@@ -259,7 +256,7 @@ def tracked_run(
 
 def _tag_error(run_id: str, exc: BaseException, uri: str) -> None:
     try:
-        _client(uri).set_tag(run_id, "error", f"{type(exc).__name__}: {exc}"[:2000])
+        client(uri).set_tag(run_id, "error", f"{type(exc).__name__}: {exc}"[:2000])
     except Exception:  # never mask the real error
         log.warning("could not tag MLflow run %s with its error", run_id, exc_info=True)
 
@@ -276,18 +273,18 @@ def _end_run(run_id: str, status: str, uri: str) -> None:
         mlflow.end_run(status=status)
         return
     # Someone ended or swapped the fluent run: make sure the store agrees anyway.
-    client = _client(uri)
-    if client.get_run(run_id).info.status == "RUNNING":
-        client.set_terminated(run_id, status=status)
+    mc = client(uri)
+    if mc.get_run(run_id).info.status == "RUNNING":
+        mc.set_terminated(run_id, status=status)
 
 
 def running_runs(uri: str | None = None) -> list[Any]:
     """Every run in status RUNNING, across experiments (what the tests assert is empty)."""
-    client = _client(uri)
-    experiments = [e.experiment_id for e in client.search_experiments()]
+    mc = client(uri)
+    experiments = [e.experiment_id for e in mc.search_experiments()]
     if not experiments:
         return []
-    return client.search_runs(experiments, filter_string="attributes.status = 'RUNNING'")
+    return mc.search_runs(experiments, filter_string="attributes.status = 'RUNNING'")
 
 
 def close_orphaned_runs(is_finished: Any, uri: str | None = None) -> list[str]:
@@ -298,12 +295,12 @@ def close_orphaned_runs(is_finished: Any, uri: str | None = None) -> list[str]:
     ``is_finished(dagster_run_id) -> bool``; runs without the tag are left alone.
     """
     closed = []
-    client = _client(uri)
+    mc = client(uri)
     for run in running_runs(uri):
         dagster_run_id = run.data.tags.get(DAGSTER_RUN_TAG)
         if dagster_run_id and is_finished(dagster_run_id):
-            client.set_terminated(run.info.run_id, status="KILLED")
-            client.set_tag(run.info.run_id, "error", "closed: its Dagster run had ended")
+            mc.set_terminated(run.info.run_id, status="KILLED")
+            mc.set_tag(run.info.run_id, "error", "closed: its Dagster run had ended")
             closed.append(run.info.run_id)
     return closed
 
@@ -620,7 +617,7 @@ def register_challenger(
     version = mlflow.register_model(
         model_uri, name, tags={k: str(v) for k, v in (tags or {}).items()}
     )
-    _client(uri).set_registered_model_alias(name, CHALLENGER, version.version)
+    client(uri).set_registered_model_alias(name, CHALLENGER, version.version)
     return version
 
 

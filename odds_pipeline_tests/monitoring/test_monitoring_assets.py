@@ -141,7 +141,7 @@ def test_drift_report_performance_report_and_the_drift_sensor(instance):
     assert md["ratio_ci_low"].value <= md["brier_ratio"].value <= md["ratio_ci_high"].value
 
 
-def test_drift_sensor_skips_when_the_warehouse_is_missing_or_locked(instance, tmp_path):
+def test_drift_sensor_skips_when_the_warehouse_cannot_be_opened(instance, tmp_path):
     sensor = drift_retrain_sensor()
     broken = WarehouseResource(database_path=str(tmp_path / "not-a-dir" / "x" / "odds.duckdb"))
     (tmp_path / "not-a-dir").write_text("a file where a folder should be")

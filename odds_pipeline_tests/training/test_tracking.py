@@ -12,7 +12,7 @@ from odds_pipeline_tests.mlflow_fixtures import mlflow_db_template, mlflow_store
 
 
 def _client():
-    return tracking._client()
+    return tracking.client()
 
 
 def _run(run_id: str):

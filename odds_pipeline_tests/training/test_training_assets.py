@@ -190,7 +190,7 @@ def _no_running_runs() -> None:
 
 
 def _client():
-    return tracking._client()
+    return tracking.client()
 
 
 # ----------------------------------------------------------------------------- tests

@@ -38,7 +38,7 @@ run: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 		|| echo ">>> default_pipeline did not end green: see each model's decision below"
 	$(BIN)/odds-pipeline models --require-judged
 	$(BIN)/dagster asset materialize -m odds_pipeline.definitions \
-		--select win_probability_predictions,arbitrage_scores \
+		--select win_probability_predictions,arbitrage_scores,arbitrage_opportunities \
 		--partition "$$($(BIN)/odds-pipeline latest-day --source simulator)"
 	$(BIN)/odds-pipeline summary
 	@echo ""
@@ -50,7 +50,9 @@ drill: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
 	ODDS_PIPELINE_HOME=$(ODDS_PIPELINE_HOME)/drill $(BIN)/python -m odds_pipeline.drill
 
 dev: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	@# `dagster dev` under a small launcher (odds_pipeline/devserver.py): Ctrl-C or SIGTERM stop
+	@# the UI, daemon and code servers within seconds and leave no process behind (issue #11).
+	$(BIN)/python -m odds_pipeline.devserver -w workspace.yaml -h 127.0.0.1 -p 3000
 
 test: $(STAMP)
 	$(BIN)/ruff check odds_pipeline odds_pipeline_tests benchmarks

@@ -35,10 +35,18 @@ class PredictionsConfig(dg.Config):
     )
 
 
-def _day(context: dg.AssetExecutionContext) -> tuple[datetime, datetime]:
+def _day(partition_key: str) -> tuple[datetime, datetime]:
     """The partition's [start, end) in UTC."""
-    start = datetime.fromisoformat(context.partition_key).replace(tzinfo=UTC)
+    start = datetime.fromisoformat(partition_key).replace(tzinfo=UTC)
     return start, start + timedelta(days=1)
+
+
+def _combined(parts: list[Any], stats: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """Rows of every day of the run together; a single day's build stats as they were."""
+    import pandas as pd
+
+    rows = parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+    return rows, next(iter(stats.values())) if len(stats) == 1 else stats
 
 
 def _summary(rows: Any, score_column: str) -> dict[str, Any]:
@@ -66,6 +74,7 @@ def _summary(rows: Any, score_column: str) -> dict[str, Any]:
     owners=OWNERS,
     kinds={"duckdb", "mlflow"},
     partitions_def=DAILY,
+    backfill_policy=dg.BackfillPolicy.single_run(),
     pool=WRITER_POOL,
     deps=["quote_features", "market_features", "events", "lstm_champion"],
     description="Table `predictions`: P(side wins) for every h2h side of the day's events, scored by the "
@@ -87,22 +96,26 @@ def win_probability_predictions(
     from odds_pipeline.scoring.predictions import champion_scorer, score_window, write_partition
 
     kind = KINDS["lstm"]
-    start, end = _day(context)
     scorer = champion_scorer(kind.registered_model, mlflow.uri())
     default = replace(LstmSequenceConfig(), decision_offset_hours=config.decision_offset_hours)
+    parts, stats = [], {}
     with warehouse.store().connection() as con:
-        rows, stats = score_window(
-            con,
-            scorer,
-            commence_from=start,
-            commence_to=end,
-            default_config=default,
-            knowledge=config.knowledge,
-            pack=kind.pack,
-            partition_key=context.partition_key,
-            run_id=context.run.run_id,
-        )
-        write_partition(con, rows, context.partition_key)
+        for day in context.partition_keys:  # one day, or a backfill's range in one run
+            start, end = _day(day)
+            rows, stats[day] = score_window(
+                con,
+                scorer,
+                commence_from=start,
+                commence_to=end,
+                default_config=default,
+                knowledge=config.knowledge,
+                pack=kind.pack,
+                partition_key=day,
+                run_id=context.run.run_id,
+            )
+            write_partition(con, rows, day)
+            parts.append(rows)
+    rows, stats = _combined(parts, stats)
     metadata = _summary(rows, "model_probability")
     if not rows.empty:
         gap = (rows["model_probability"] - rows["market_probability"]).abs().to_numpy(np.float64)
@@ -133,6 +146,7 @@ def win_probability_predictions(
     owners=OWNERS,
     kinds={"duckdb", "mlflow"},
     partitions_def=DAILY,
+    backfill_policy=dg.BackfillPolicy.single_run(),
     pool=WRITER_POOL,
     deps=["pair_features", "transformer_champion"],
     description="Table `arbitrage_scores`: for every book pair of events not yet started at the end of the "
@@ -153,22 +167,23 @@ def arbitrage_scores(
     )
 
     kind = KINDS["pair"]
-    _, end = _day(context)
-    score_at = min(end, datetime.now(UTC))
     scorer = champion_scorer(kind.registered_model, mlflow.uri())
+    parts, stats = [], {}
     with warehouse.store().connection() as con:
-        rows, stats = score_pairs(
-            con,
-            scorer,
-            score_at=score_at,
-            default_config=PairSequenceConfig(max_len=32, cut_stride=64),
-            pack=kind.pack,
-            partition_key=context.partition_key,
-            run_id=context.run.run_id,
-        )
-        write_partition(
-            con, rows, context.partition_key, table=ARBITRAGE_SCORES_TABLE, ddl=ARBITRAGE_SCORES_SQL
-        )
+        for day in context.partition_keys:  # one day, or a backfill's range in one run
+            score_at = min(_day(day)[1], datetime.now(UTC))
+            rows, stats[day] = score_pairs(
+                con,
+                scorer,
+                score_at=score_at,
+                default_config=PairSequenceConfig(max_len=32, cut_stride=64),
+                pack=kind.pack,
+                partition_key=day,
+                run_id=context.run.run_id,
+            )
+            write_partition(con, rows, day, table=ARBITRAGE_SCORES_TABLE, ddl=ARBITRAGE_SCORES_SQL)
+            parts.append(rows)
+    rows, stats = _combined(parts, stats)
     metadata = _summary(rows, "score")
     metadata["scored_at_or_before"] = dg.MetadataValue.text(score_at.isoformat())
     if not rows.empty:
@@ -231,45 +246,18 @@ class ArbitrageScanConfig(dg.Config):
 MAX_ALERTS_PER_RUN = 20
 
 
-def _window_keys(con: Any) -> set[tuple]:
-    """Actionable windows of the previous scan (to alert only what is new)."""
-    from odds_pipeline.scoring.arbitrage import WINDOWS_TABLE
-    from odds_pipeline.warehouse import table_exists
-
-    if not table_exists(con, WINDOWS_TABLE):
-        return set()
-    rows = con.execute(
-        f"SELECT event_id, market, line, opened_at FROM {WINDOWS_TABLE} WHERE status = 'actionable'"
-    ).fetchall()
-    return {(e, m, None if ln is None else float(ln), str(o)) for e, m, ln, o in rows}
-
-
 def _alert_new_windows(
     context: dg.AssetExecutionContext, written: Any, before: set[tuple], config: Any
 ) -> int:
     """Each new, recent actionable window to the alert sink with its stakes; never fails."""
-    import pandas as pd
+    from datetime import timedelta
 
     from odds_pipeline.monitoring.alerts import arbitrage_alert, sink_from_env
-    from odds_pipeline.scoring.arbitrage import legs_of
+    from odds_pipeline.scoring.arbitrage import legs_of, new_actionable_windows
 
-    actionable = written[written["status"] == "actionable"]
-    if actionable.empty:
+    new = new_actionable_windows(written, before, timedelta(minutes=config.alert_max_age_minutes))
+    if not new:
         return 0
-    newest = pd.to_datetime(actionable["closed_at"].fillna(actionable["opened_at"]), utc=True).max()
-    opened = pd.to_datetime(actionable["opened_at"], utc=True)
-    recent = opened >= newest - pd.Timedelta(minutes=config.alert_max_age_minutes)
-    new = [
-        row
-        for row in actionable[recent].to_dict("records")
-        if (
-            row["event_id"],
-            row["market"],
-            None if pd.isna(row["line"]) else float(row["line"]),
-            str(row["opened_at"]),
-        )
-        not in before
-    ]
     try:
         sink = sink_from_env()
     except ValueError as exc:  # a malformed webhook URL: say so, do not fail the scan
@@ -290,8 +278,11 @@ def _alert_new_windows(
     owners=OWNERS,
     kinds={"duckdb"},
     pool=WRITER_POOL,
+    partitions_def=DAILY,
+    backfill_policy=dg.BackfillPolicy.single_run(),
     deps=["odds_quotes", "arbitrage_scores"],
-    description="Table `arbitrage_windows`: arbitrage over synchronous quotes only (every leg within the "
+    description="Table `arbitrage_windows`, one partition per UTC day a window opened (today's scans "
+    "up to now; a past day follows its windows 6 h past midnight): arbitrage over synchronous quotes only (every leg within the "
     "staleness window, withdrawals end a quote), 2/3-way h2h, spreads and totals at one line, after "
     "commission; stakes for the bankroll rounded and capped per book with the guaranteed profit after "
     "rounding; windows merged over time (opened, closed, duration, best margin). Suspicious ones (margin "
@@ -301,31 +292,43 @@ def _alert_new_windows(
 def arbitrage_opportunities(
     context: dg.AssetExecutionContext, config: ArbitrageScanConfig, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
-    import numpy as np
+    from collections import Counter
 
-    from odds_pipeline.scoring.arbitrage import scan, write_windows
+    import numpy as np
+    import pandas as pd
+
+    from odds_pipeline.scoring.arbitrage import scan_day, window_keys, write_windows
     from odds_pipeline.scoring.predictions import ARBITRAGE_SCORES_TABLE
 
     try:
         scan_config = config.scan_config()
     except ValueError as exc:
         raise dg.Failure(description=f"invalid scan config: {exc}", allow_retries=False) from exc
+    days = context.partition_keys  # one day, or a backfill's range in one run
+    parts, reasons, read, bad_price, alerted = [], Counter(), 0, 0, 0
     with warehouse.store().connection() as con:
-        before = _window_keys(con)
-        result = scan(con, scan_config)
-        written = write_windows(con, result.windows, ARBITRAGE_SCORES_TABLE)
-    alerted = (
-        _alert_new_windows(context, written, before, config) if config.alert_new_windows else 0
-    )
+        for day in days:
+            before = window_keys(con, day)
+            result = scan_day(con, scan_config, day, now=datetime.now(UTC))
+            written = write_windows(con, result.windows, ARBITRAGE_SCORES_TABLE, day=day)
+            parts.append(written)
+            reasons.update(result.suspicious_by_reason())
+            read += result.quotes_read
+            bad_price += result.quotes_ignored_bad_price
+            # A backfill of a range re-finds old windows: alerts are for single-day runs.
+            if config.alert_new_windows and len(days) == 1:
+                alerted += _alert_new_windows(context, written, before, config)
+    written = pd.concat(parts, ignore_index=True)
     actionable = written[written["status"] == "actionable"]
     durations = actionable["duration_seconds"].dropna().to_numpy(np.float64)
     metadata: dict[str, Any] = {
         "dagster/row_count": dg.MetadataValue.int(len(written)),
         "actionable_windows": dg.MetadataValue.int(len(actionable)),
         "suspicious_windows": dg.MetadataValue.int(len(written) - len(actionable)),
-        "suspicious_by_reason": dg.MetadataValue.json(result.suspicious_by_reason()),
-        "quotes_read": dg.MetadataValue.int(int(result.quotes_read)),
-        "quotes_ignored_bad_price": dg.MetadataValue.int(int(result.quotes_ignored_bad_price)),
+        "suspicious_by_reason": dg.MetadataValue.json(dict(reasons)),
+        "quotes_read": dg.MetadataValue.int(int(read)),
+        "quotes_ignored_bad_price": dg.MetadataValue.int(int(bad_price)),
+        "days": dg.MetadataValue.int(len(days)),
         "with_champion_score": dg.MetadataValue.int(int(written["arb_ahead_score"].notna().sum())),
         "alerts_sent": dg.MetadataValue.int(alerted),
     }

@@ -37,7 +37,8 @@ import numbers
 from collections.abc import Iterable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import replace as _replace
+from datetime import datetime, timedelta
 from typing import Any
 
 import duckdb
@@ -56,8 +57,12 @@ __all__ = [
     "ScanResult",
     "ensure_removals_table",
     "legs_of",
+    "new_actionable_windows",
     "scan",
+    "scan_day",
     "scan_frame",
+    "window_keys",
+    "write_windows",
 ]
 
 # Why a window is kept apart, in the order the first one becomes `reason`.
@@ -718,18 +723,112 @@ def legs_of(window: Mapping[str, Any] | pd.Series) -> list[dict[str, Any]]:
 # --------------------------------------------------------------------------- storage
 
 WINDOWS_TABLE = "arbitrage_windows"
+# A window belongs to the UTC day it opened; `opened_day` is that day (the partition key).
+DAY_COLUMN = "opened_day"
+WINDOWS_DDL = f"""
+CREATE TABLE IF NOT EXISTS {WINDOWS_TABLE} (
+    event_id VARCHAR, market VARCHAR, line DOUBLE, opened_at TIMESTAMPTZ,
+    closed_at TIMESTAMPTZ, duration_seconds DOUBLE, n_instants BIGINT, best_at TIMESTAMPTZ,
+    best_margin DOUBLE, n_legs BIGINT, legs VARCHAR, stakes VARCHAR, total_stake DOUBLE,
+    guaranteed_profit DOUBLE, status VARCHAR, reason VARCHAR, reasons VARCHAR,
+    in_play BOOLEAN, still_open BOOLEAN, {DAY_COLUMN} VARCHAR, arb_ahead_score DOUBLE,
+    arb_ahead_model_version VARCHAR
+)
+"""
+# A day's scan follows its windows this long past midnight, so one that opened late in the
+# day is not cut short at 00:00; a window still open then is written with `still_open`.
+DAY_SCAN_GRACE = timedelta(hours=6)
+
+
+def scan_day(
+    con: duckdb.DuckDBPyConnection,
+    config: ScanConfig | None,
+    day: str,
+    *,
+    now: datetime | pd.Timestamp | None = None,
+    grace: timedelta = DAY_SCAN_GRACE,
+) -> ScanResult:
+    """The windows that opened on `day` (UTC, ``YYYY-MM-DD``): one partition's scan.
+
+    Reads only the quotes live in ``[day - 1 µs, min(day + 1 day + grace, now)]`` (and the
+    staleness window before it), so its cost depends on that day's quotes, not on history.
+    The instant just before midnight is in the scan, so a window already open at 00:00
+    shows as opened the day before and is left to that day's partition: every window is in
+    exactly one partition, as in a scan of the whole history.
+    """
+    start = pd.Timestamp(day, tz="UTC")
+    until = start + pd.Timedelta(days=1) + pd.Timedelta(grace)
+    if now is not None:
+        until = min(until, _timestamp(now))
+    result = scan(con, config, since=start - pd.Timedelta(microseconds=1), until=until)
+    opened = result.windows["opened_at"]
+    keep = (opened >= start) & (opened < start + pd.Timedelta(days=1))
+    return _replace(result, windows=result.windows[keep].reset_index(drop=True))
+
+
+def window_keys(con: duckdb.DuckDBPyConnection, day: str | None = None) -> set[tuple]:
+    """(event, market, line, opened_at) of the stored actionable windows (of one day)."""
+    if not table_exists(con, WINDOWS_TABLE):
+        return set()
+    where, params = "status = 'actionable'", []
+    if day is not None:
+        if DAY_COLUMN not in _columns(con, WINDOWS_TABLE):
+            return set()
+        where += f" AND {DAY_COLUMN} = ?"
+        params.append(day)
+    rows = con.execute(
+        f"SELECT event_id, market, line, opened_at FROM {WINDOWS_TABLE} WHERE {where}", params
+    ).fetchall()
+    return {(e, m, None if ln is None else float(ln), str(pd.Timestamp(o))) for e, m, ln, o in rows}
+
+
+def new_actionable_windows(
+    written: pd.DataFrame, before: set[tuple], max_age: timedelta
+) -> list[dict[str, Any]]:
+    """Actionable windows not in `before`, opened within `max_age` of the newest one seen:
+    what an alert sink should hear about after a scan (nothing twice, nothing stale)."""
+    actionable = written[written["status"] == "actionable"]
+    if actionable.empty:
+        return []
+    newest = pd.to_datetime(actionable["closed_at"].fillna(actionable["opened_at"]), utc=True).max()
+    opened = pd.to_datetime(actionable["opened_at"], utc=True)
+    recent = actionable[opened >= newest - pd.Timedelta(max_age)]
+    return [
+        row
+        for row in recent.to_dict("records")
+        if (
+            row["event_id"],
+            row["market"],
+            None if pd.isna(row["line"]) else float(row["line"]),
+            str(pd.Timestamp(row["opened_at"])),
+        )
+        not in before
+    ]
+
+
+def _columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
+    return {r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()}
 
 
 def write_windows(
-    con: duckdb.DuckDBPyConnection, windows: pd.DataFrame, scores_table: str | None = None
+    con: duckdb.DuckDBPyConnection,
+    windows: pd.DataFrame,
+    scores_table: str | None = None,
+    *,
+    day: str | None = None,
 ) -> pd.DataFrame:
-    """Replace `arbitrage_windows` with this scan (one transaction), each window with the
+    """Store a scan in `arbitrage_windows` (one transaction), each window with the
     transformer champion's best `arb_ahead` score for its event, market and line when one
-    was scored (NULL otherwise). Returns what was written."""
-    from odds_pipeline.warehouse import table_exists, transaction
+    was scored (NULL otherwise). With `day` only that day's partition is replaced (the rows
+    whose `opened_day` is `day`; every window must have opened that day); without, the
+    whole table. Returns what was written."""
+    from odds_pipeline.warehouse import transaction
 
     frame = windows.copy()
     frame["line"] = pd.to_numeric(frame.get("line"), errors="coerce")
+    frame[DAY_COLUMN] = pd.to_datetime(frame["opened_at"], utc=True).dt.strftime("%Y-%m-%d")
+    if day is not None and not (frame[DAY_COLUMN] == day).all():
+        raise ValueError(f"write_windows(day={day!r}): some windows opened on another day")
     incoming = frame  # noqa: F841  (read by DuckDB's replacement scan)
     score = "NULL::DOUBLE AS arb_ahead_score, NULL::VARCHAR AS arb_ahead_model_version"
     join = ""
@@ -741,8 +840,16 @@ def write_windows(
             FROM {scores_table} WHERE source = 'champion' GROUP BY ALL
         ) s ON s.event_id = w.event_id AND s.market = w.market
            AND s.line IS NOT DISTINCT FROM w.line"""
+    select = f"SELECT w.*, {score} FROM incoming w {join}"
     with transaction(con):
-        con.execute(
-            f"CREATE OR REPLACE TABLE {WINDOWS_TABLE} AS SELECT w.*, {score} FROM incoming w {join}"
-        )
-    return con.execute(f"SELECT * FROM {WINDOWS_TABLE}").df()
+        if table_exists(con, WINDOWS_TABLE) and DAY_COLUMN not in _columns(con, WINDOWS_TABLE):
+            con.execute(f"DROP TABLE {WINDOWS_TABLE}")  # from before partitions: derived data
+        con.execute(WINDOWS_DDL)  # typed: a first day without windows cannot leave NULL types
+        if day is None:
+            con.execute(f"DELETE FROM {WINDOWS_TABLE}")
+        else:
+            con.execute(f"DELETE FROM {WINDOWS_TABLE} WHERE {DAY_COLUMN} = ?", [day])
+        con.execute(f"INSERT INTO {WINDOWS_TABLE} BY NAME {select}")
+    if day is None:
+        return con.execute(f"SELECT * FROM {WINDOWS_TABLE}").df()
+    return con.execute(f"SELECT * FROM {WINDOWS_TABLE} WHERE {DAY_COLUMN} = ?", [day]).df()

@@ -225,8 +225,9 @@ def live_raw_dir(partition_key: str):
     pool=WRITER_POOL,
     partitions_def=LIVE_PARTITIONS,
     retry_policy=dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.EXPONENTIAL),
-    description="Live The Odds API feed, one daily partition. Each run polls every configured sport, keeps the raw "
-    "response under $ODDS_PIPELINE_HOME/raw/odds_api/YYYY-MM-DD/ and reloads the day's responses (idempotent per day).",
+    description="Live The Odds API feed, one daily partition (UTC). A run of today's partition polls every "
+    "configured sport and keeps the raw response under $ODDS_PIPELINE_HOME/raw/odds_api/YYYY-MM-DD/; every run "
+    "reloads the day's saved responses as one load (idempotent per day). A backfill of past days polls nothing.",
 )
 def odds_api_live(
     context: dg.AssetExecutionContext,
@@ -238,11 +239,13 @@ def odds_api_live(
 
     day = context.partition_key
     raw_dir = live_raw_dir(day)
-    feed = odds_feed.get_feed()
+    polled = odds_feed.polls_day(day)
     quota: dict[str, object] = {}
-    for sport in odds_feed.sports:
+    if not polled:
+        context.log.info(f"{day} is not today (UTC): reloading its saved responses, no poll")
+    for sport in odds_feed.sports if polled else []:
         try:
-            response = feed.fetch_odds(sport)
+            response = odds_feed.get_feed().fetch_odds(sport)
         except odds_api.FeedAuthError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
         save_raw_response(raw_dir, sport, response)
@@ -258,6 +261,7 @@ def odds_api_live(
     warehouse.store().replace_loads(odds_api.SOURCE, {load_id: result})
     metadata = ingestion_metadata(result)
     metadata["quota"] = dg.MetadataValue.json(quota)
+    metadata["polled"] = dg.MetadataValue.bool(polled)
     metadata["raw_responses"] = dg.MetadataValue.int(len(per_file_ids))
     metadata["load_id"] = dg.MetadataValue.text(load_id)
     return dg.MaterializeResult(metadata=metadata)
@@ -314,11 +318,13 @@ def odds_api_scores(
     day = context.partition_key
     raw_dir = state_home() / "raw" / "odds_api_scores" / day
     raw_dir.mkdir(parents=True, exist_ok=True)
-    feed = odds_feed.get_scores_feed()
+    polled = odds_feed.polls_day(day)
     quota: dict[str, object] = {}
-    for sport in odds_feed.sports:
+    if not polled:
+        context.log.info(f"{day} is not today (UTC): reloading its saved responses, no poll")
+    for sport in odds_feed.sports if polled else []:
         try:
-            response = feed.scores(sport, config.days_from)
+            response = odds_feed.get_scores_feed().scores(sport, config.days_from)
         except odds_api.TransientFeedError:
             raise  # rate limit or outage: the retry policy tries again later
         except odds_api.FeedError as exc:  # refused key, unknown sport: retrying cannot help
@@ -346,6 +352,7 @@ def odds_api_scores(
         "not_started": dg.MetadataValue.int(summary["not_started"]),
         "unknown_columns": dg.MetadataValue.json(result.unknown_columns),
         "quota": dg.MetadataValue.json(quota),
+        "polled": dg.MetadataValue.bool(polled),
         "raw_responses": dg.MetadataValue.int(len(files)),
         "load_id": dg.MetadataValue.text(load_id),
         "preview": dg.MetadataValue.md(

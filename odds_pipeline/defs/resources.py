@@ -65,6 +65,11 @@ class OddsFeedResource(dg.ConfigurableResource):
     def get_feed(self):  # -> odds_pipeline.ingestion.sources.odds_api.OddsFeed
         ...
 
+    def polls_day(self, day: str) -> bool:
+        """Whether a run of the `day` partition asks the feed now (else it reloads the day's
+        saved responses). A replay serves saved responses whatever the day."""
+        return True
+
     @abstractmethod
     def get_scores_feed(self):  # -> odds_pipeline.ingestion.sources.odds_api_scores.ScoresFeed
         """Where `/scores` responses come from (outcomes of the events the odds feed prices)."""
@@ -101,6 +106,13 @@ class LiveOddsApiResource(OddsFeedResource):
     def get_scores_feed(self):
         """The same client: it also calls `/scores` (same key, retries and scrubbing)."""
         return self.get_feed()
+
+    def polls_day(self, day: str) -> bool:
+        """Only today's partition (UTC) polls: what the API answers now belongs to today, so a
+        backfill of past days reloads their saved responses and spends no quota."""
+        from datetime import UTC, datetime
+
+        return day == datetime.now(UTC).strftime("%Y-%m-%d")
 
 
 class ReplayOddsFeedResource(OddsFeedResource):

@@ -155,3 +155,51 @@ def test_live_partition_polls_the_feed_and_is_idempotent(instance, isolated_stat
     )
     assert table_digest(WarehouseResource().resolved_path()) == digest
     assert list((isolated_state_home / "raw" / "odds_api" / "2026-08-08").glob("*.json.gz"))
+
+
+def test_a_backfill_of_a_past_day_reloads_its_saved_responses_and_polls_nothing(
+    instance, isolated_state_home, monkeypatch
+):
+    """Before: every partition run polled the API now and filed today's odds under the past day."""
+    import json
+    from datetime import UTC, datetime
+
+    from odds_pipeline.defs.resources import LiveOddsApiResource
+    from odds_pipeline_tests.ingestion.sources.test_odds_api import LocalApi
+
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    samples = Path(__file__).resolve().parents[2] / "data" / "samples" / "odds_api"
+    payload = json.loads((samples / "wnba.json").read_text())
+    payload = payload["data"] if isinstance(payload, dict) else payload
+    api = LocalApi()
+    api.answer((200, payload, {"x-requests-remaining": "499", "x-requests-used": "1"}))
+    feed = LiveOddsApiResource(
+        api_key="test-key", base_url=api.base_url, sports=["basketball_wnba"]
+    )
+    resources = {"warehouse": WarehouseResource(), "odds_feed": feed}
+    run_config = {"ops": {"odds_api_live": {"config": {"keep_in_play": True}}}}
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
+    try:
+        polled = dg.materialize(
+            [odds_api_live], resources=resources, partition_key=today, instance=instance,
+            run_config=run_config,
+        )  # fmt: skip
+        assert polled.success and len(api.paths) == 1
+        # The day is over: its response is moved to where a past day's would be, and backfilled.
+        past = "2026-01-02"
+        (isolated_state_home / "raw" / "odds_api" / today).rename(
+            isolated_state_home / "raw" / "odds_api" / past
+        )
+        backfill = dg.materialize(
+            [odds_api_live], resources=resources, partition_key=past, instance=instance,
+            run_config=run_config,
+        )  # fmt: skip
+    finally:
+        api.close()
+    assert backfill.success and len(api.paths) == 1  # no second request
+    meta = backfill.get_asset_materialization_events()[0].step_materialization_data
+    metadata = meta.materialization.metadata
+    assert metadata["polled"].value is False and metadata["raw_responses"].value == 1
+    assert metadata["quotes_accepted"].value > 0
+    assert len(list((isolated_state_home / "raw" / "odds_api" / past).glob("*.json.gz"))) == 1

@@ -171,6 +171,31 @@ def _latest_decisions() -> dict[str, list[dict[str, object]]]:
     return out
 
 
+def _export_lake(args: argparse.Namespace) -> int:
+    """Write days of the canonical tables as Parquet (as the `canonical_parquet` asset does)."""
+    import pandas as pd
+
+    from odds_pipeline.ingestion import lake
+    from odds_pipeline.ingestion.store import OddsStore
+    from odds_pipeline.paths import lake_dir, warehouse_path
+    from odds_pipeline.warehouse import table_exists
+
+    root = Path(args.root) if args.root else lake_dir()
+    with OddsStore(warehouse_path()).connection(read_only=True) as con:
+        present = [t for t in lake.LAKE_TABLES if table_exists(con, t)]
+        if args.day_from or args.day_to:
+            if not (args.day_from and args.day_to):
+                print("error: give both --from and --to (YYYY-MM-DD)", file=sys.stderr)
+                return 2
+            days = [d.strftime("%Y-%m-%d") for d in pd.date_range(args.day_from, args.day_to)]
+        else:
+            days = sorted({d for t in present for d in lake.days_in(con, t)})
+        written = lake.export_days(con, root, days, present)
+    rows = {table: sum(by_day.values()) for table, by_day in written.items()}
+    print(json.dumps({"root": str(root), "days": len(days), "rows": rows}))
+    return 0
+
+
 def _latest_day(args: argparse.Namespace) -> int:
     """The last commence day (UTC) of a source's events: the partition `make run` scores."""
     from odds_pipeline.ingestion.store import OddsStore
@@ -369,6 +394,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--yes", action="store_true", help="delete; without it, print what would go and exit 1"
     )
     drop.set_defaults(func=_drop_load)
+    export = sub.add_parser(
+        "export-lake",
+        help="write the canonical tables as day-partitioned Parquet (every day, or a range)",
+    )
+    export.add_argument("--from", dest="day_from", help="first day (YYYY-MM-DD)")
+    export.add_argument("--to", dest="day_to", help="last day (YYYY-MM-DD), inclusive")
+    export.add_argument("--root", help="lake folder (default $ODDS_PIPELINE_HOME/lake)")
+    export.set_defaults(func=_export_lake)
     scan = sub.add_parser("scan", help="arbitrage windows in saved Odds API files, as JSON")
     scan.add_argument("paths", nargs="+", help="files or globs (Odds API responses)")
     scan.add_argument("--staleness-seconds", type=float, default=3600.0)

@@ -10,6 +10,7 @@ from odds_pipeline.defs.features import FEATURE_ASSETS, FEATURE_CHECKS
 from odds_pipeline.defs.ingestion import (
     SOURCE_ASSETS,
     canonical_odds_tables,
+    canonical_parquet,
     odds_api_live,
     odds_api_scores,
 )
@@ -46,6 +47,7 @@ def build_definitions() -> dg.Definitions:
             odds_api_live,
             odds_api_scores,
             canonical_odds_tables,
+            canonical_parquet,
             *FEATURE_ASSETS,
             *DATASET_ASSETS,
             *TUNING_ASSETS,

@@ -34,3 +34,10 @@ def mlflow_dir() -> Path:
     path = state_home() / "mlflow"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def lake_dir() -> Path:
+    """Day-partitioned Parquet of the canonical tables (odds_pipeline.ingestion.lake)."""
+    path = state_home() / "lake"
+    path.mkdir(parents=True, exist_ok=True)
+    return path

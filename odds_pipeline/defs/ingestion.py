@@ -20,7 +20,7 @@ from odds_pipeline.ingestion.ingest import ingest_paths, relative_to_project
 from odds_pipeline.market.quotes import ParseResult, SourceFormatError, combine
 from odds_pipeline.paths import state_home
 
-from .metadata import WRITER_POOL, markdown_table
+from .metadata import DAILY, WRITER_POOL, markdown_table
 from .resources import OddsFeedResource, WarehouseResource
 
 GROUP = "ingestion"
@@ -528,3 +528,49 @@ def canonical_odds_tables(
                 )
             )
             yield dg.MaterializeResult(asset_key=key, metadata=metadata)
+
+
+@dg.asset(
+    group_name=GROUP,
+    owners=OWNERS,
+    kinds={"duckdb", "parquet"},
+    partitions_def=DAILY,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    deps=["odds_quotes", "events", "results"],
+    description="The canonical tables as day-partitioned Parquet under $ODDS_PIPELINE_HOME/lake/<table>/"
+    "day=YYYY-MM-DD/data.parquet (quotes and withdrawals by the day observed, events by commence day, "
+    "results by the day resolved), which DuckDB and any Parquet engine query in place. Each day's "
+    "file is replaced atomically; re-running a day gives the same rows. Reads the warehouse only.",
+)
+def canonical_parquet(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource
+) -> dg.MaterializeResult:
+    from odds_pipeline.ingestion import lake
+    from odds_pipeline.paths import lake_dir
+
+    root = lake_dir()
+    with warehouse.store().connection(read_only=True) as con:
+        written = lake.export_days(con, root, context.partition_keys)
+    rows = {table: sum(days.values()) for table, days in written.items()}
+    files = [
+        lake.day_file(root, table, day)
+        for table, days in written.items()
+        for day, n in days.items()
+        if n
+    ]
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": dg.MetadataValue.int(rows.get("odds_quotes", 0)),
+            "rows_by_table": dg.MetadataValue.json(rows),
+            "days": dg.MetadataValue.int(len(context.partition_keys)),
+            "files": dg.MetadataValue.int(len(files)),
+            "megabytes": dg.MetadataValue.float(
+                round(sum(f.stat().st_size for f in files) / 1e6, 3)
+            ),
+            "lake": dg.MetadataValue.path(str(root)),
+            "query_in_place": dg.MetadataValue.md(
+                f"```sql\nSELECT * FROM read_parquet('{root}/odds_quotes/day=*/data.parquet', "
+                "hive_partitioning = true) WHERE day = '...'\n```"
+            ),
+        }
+    )

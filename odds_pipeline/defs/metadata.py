@@ -1,5 +1,6 @@
 """Helpers for what assets show in the Dagster UI."""
 
+import warnings
 from typing import Any
 
 import dagster as dg
@@ -16,6 +17,13 @@ def markdown_table(frame: pd.DataFrame, columns: list[str] | None = None, rows: 
     lines += ["| " + " | ".join(row) + " |" for row in head.itertuples(index=False)]
     return "\n".join(lines)
 
+
+# Days (UTC), from the oldest bundled history to the day after tomorrow (upcoming events of
+# the live feed): the serving assets and the Parquet lake.
+DAILY = dg.DailyPartitionsDefinition(start_date="2015-01-01", end_offset=2)
+# A range backfill of DAILY assets runs as one run (BackfillPolicy.single_run, which
+# `dagster asset materialize --partition-range` needs); its beta notice is not for users.
+warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=dg.BetaWarning)
 
 # One DuckDB writer at a time (the committed dagster.yaml sets this pool's limit to 1).
 WRITER_POOL = "duckdb_writer"

@@ -15,13 +15,11 @@ from pydantic import Field
 
 from odds_pipeline.training.kinds import KINDS
 
-from .metadata import WRITER_POOL, markdown_table
+from .metadata import DAILY, WRITER_POOL, markdown_table
 from .resources import MlflowResource, WarehouseResource
 
 GROUP = "serving"
 OWNERS = ["team:odds-ml"]
-# From the oldest bundled history to tomorrow (upcoming events of the live feed).
-DAILY = dg.DailyPartitionsDefinition(start_date="2015-01-01", end_offset=2)
 
 
 class PredictionsConfig(dg.Config):

@@ -9,20 +9,64 @@ from odds_pipeline_tests.mlflow_fixtures import mlflow_db_template, mlflow_store
 DAY = "2025-11-13"  # a day of the bundled NFL replay snapshots
 
 
-def test_a_replayed_poll_triggers_an_incremental_refresh_that_runs():
+def test_replayed_polls_flow_by_themselves_to_an_arbitrage_alert_with_stakes(monkeypatch):
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received: list[dict] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("ALERT_WEBHOOK_URL", f"http://127.0.0.1:{server.server_port}/hook")
+    try:
+        _poll_then_refresh()
+    finally:
+        server.shutdown()
+    # The replayed day's third snapshot opens one actionable window (NFL, 2025-11-13 16:34).
+    assert len(received) == 1
+    text = json.dumps(received[0])
+    assert "Arbitrage" in text and "stake" in text and "guaranteed profit" in text
+
+
+def _poll_then_refresh() -> None:
+    """Three polls as the schedule makes them, each followed by the sensor's tick and the run it
+    asks for; the replay moves on one snapshot a poll, and the third opens a window."""
+    alerts, cursor = [], None
     with dg.instance_for_test() as instance:
-        poll = defs.resolve_job_def("odds_api_live_poll").execute_in_process(
-            instance=instance, partition_key=DAY
-        )
-        assert poll.success
-        request = live_data_sensor()(dg.build_sensor_context(instance=instance, definitions=defs))
-        requests = list(request) if not isinstance(request, dg.RunRequest) else [request]
-        assert len(requests) == 1 and requests[0].partition_key == DAY
-        ops = requests[0].run_config["ops"]
-        assert ops["quote_features"]["config"]["only_load_ids"] == [f"odds_api_live:{DAY}"]
-        refresh = defs.resolve_job_def("live_refresh").execute_in_process(
-            instance=instance, partition_key=DAY, run_config=requests[0].run_config
-        )
-        assert refresh.success
-        done = {e.asset_key.to_user_string() for e in refresh.get_asset_materialization_events()}
-        assert {"quote_features", "win_probability_predictions", "arbitrage_opportunities"} <= done
+        for _ in range(3):
+            poll = defs.resolve_job_def("odds_api_live_poll").execute_in_process(
+                instance=instance, partition_key=DAY
+            )
+            assert poll.success
+            tick = dg.build_sensor_context(instance=instance, definitions=defs, cursor=cursor)
+            request = live_data_sensor()(tick)
+            cursor = tick.cursor
+            requests = list(request) if not isinstance(request, dg.RunRequest) else [request]
+            assert len(requests) == 1 and requests[0].partition_key == DAY
+            ops = requests[0].run_config["ops"]
+            assert ops["quote_features"]["config"]["only_load_ids"] == [f"odds_api_live:{DAY}"]
+            refresh = defs.resolve_job_def("live_refresh").execute_in_process(
+                instance=instance, partition_key=DAY, run_config=requests[0].run_config
+            )
+            assert refresh.success
+            done = {
+                e.asset_key.to_user_string() for e in refresh.get_asset_materialization_events()
+            }
+            assert {
+                "quote_features",
+                "win_probability_predictions",
+                "arbitrage_opportunities",
+            } <= done
+            scan = refresh.asset_materializations_for_node("arbitrage_opportunities")[0].metadata
+            alerts.append((scan["actionable_windows"].value, scan["alerts_sent"].value))
+    assert alerts == [(0, 0), (0, 0), (1, 1)]

@@ -243,9 +243,10 @@ def odds_api_live(
     quota: dict[str, object] = {}
     if not polled:
         context.log.info(f"{day} is not today (UTC): reloading its saved responses, no poll")
-    for sport in odds_feed.sports if polled else []:
+    feed = odds_feed.get_feed() if polled else None
+    for sport in odds_feed.sports if feed is not None else []:
         try:
-            response = odds_feed.get_feed().fetch_odds(sport)
+            response = feed.fetch_odds(sport)
         except odds_api.FeedAuthError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
         save_raw_response(raw_dir, sport, response)
@@ -322,9 +323,10 @@ def odds_api_scores(
     quota: dict[str, object] = {}
     if not polled:
         context.log.info(f"{day} is not today (UTC): reloading its saved responses, no poll")
-    for sport in odds_feed.sports if polled else []:
+    feed = odds_feed.get_scores_feed() if polled else None
+    for sport in odds_feed.sports if feed is not None else []:
         try:
-            response = odds_feed.get_scores_feed().scores(sport, config.days_from)
+            response = feed.scores(sport, config.days_from)
         except odds_api.TransientFeedError:
             raise  # rate limit or outage: the retry policy tries again later
         except odds_api.FeedError as exc:  # refused key, unknown sport: retrying cannot help

@@ -24,7 +24,7 @@ from dagster._core.definitions.decorators.hook_decorator import event_list_hook
 from pydantic import Field, PrivateAttr
 
 from odds_pipeline.ingestion.store import OddsStore
-from odds_pipeline.paths import PROJECT_ROOT, SAMPLES_DIR, warehouse_path
+from odds_pipeline.paths import PROJECT_ROOT, SAMPLES_DIR, state_home, warehouse_path
 from odds_pipeline.training import tracking
 
 
@@ -123,11 +123,22 @@ class ReplayOddsFeedResource(OddsFeedResource):
         description="Saved /odds responses (files or globs, relative to the project).",
     )
 
+    advance_across_runs: bool = Field(
+        default=True,
+        description="Each run's poll gets the next saved snapshot (as a live feed moves on); the "
+        "position is kept in $ODDS_PIPELINE_HOME/raw/replay_positions.json. Off: every run "
+        "starts from the first snapshot.",
+    )
+
     def get_feed(self):
         from odds_pipeline.ingestion.sources import expand_paths
         from odds_pipeline.ingestion.sources.odds_api import ReplayFeed
 
-        return ReplayFeed(expand_paths(self.paths, base=PROJECT_ROOT))
+        positions = state_home() / "raw" / "replay_positions.json"
+        return ReplayFeed(
+            expand_paths(self.paths, base=PROJECT_ROOT),
+            position_file=positions if self.advance_across_runs else None,
+        )
 
     scores_paths: list[str] = Field(
         default=[str((SAMPLES_DIR / "odds_api_scores" / "*.json*").relative_to(PROJECT_ROOT))],

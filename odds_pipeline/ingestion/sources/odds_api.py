@@ -87,6 +87,7 @@ import email.utils
 import gzip
 import json
 import logging
+import os
 import re
 import threading
 import time
@@ -1547,12 +1548,16 @@ class ReplayFeed(OddsFeed):
         odds_format: str | None = None,
         sports: Sequence[str] | None = None,
         clock: Callable[[], pd.Timestamp] = _utc_now,
+        position_file: str | Path | None = None,
     ):
         self.paths = [Path(paths)] if isinstance(paths, str | Path) else [Path(p) for p in paths]
         self.odds_format = odds_format
         self._clock = clock
         self._responses: dict[str, list[FeedResponse]] | None = None
-        self._position: dict[str, int] = {}
+        # With a position file the replay moves on across processes (each run's poll gets
+        # the next snapshot, as a live feed would); without, every new feed starts over.
+        self._position_file = Path(position_file) if position_file is not None else None
+        self._position: dict[str, int] = _read_positions(self._position_file)
         self._sports = tuple(sports) if sports is not None else None
 
     def __repr__(self) -> str:
@@ -1615,9 +1620,32 @@ class ReplayFeed(OddsFeed):
                 request=f"replay: no saved {sport}",
                 odds_format=self.odds_format,
             )
-        pos = self._position.get(sport, 0)
+        pos = min(self._position.get(sport, 0), len(items) - 1)
         self._position[sport] = min(pos + 1, len(items) - 1)
+        if self._position_file is not None:
+            _write_positions(self._position_file, self._position)
         return items[pos]
+
+
+def _read_positions(path: Path | None) -> dict[str, int]:
+    if path is None or not path.exists():
+        return {}
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError):  # a damaged position file: start the replay over
+        return {}
+    return (
+        {str(k): int(v) for k, v in raw.items() if isinstance(v, int)}
+        if isinstance(raw, dict)
+        else {}
+    )
+
+
+def _write_positions(path: Path, positions: dict[str, int]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(positions, sort_keys=True))
+    os.replace(tmp, path)
 
 
 def _timestamp_or_none(value: Any) -> pd.Timestamp | None:

@@ -965,11 +965,12 @@ def test_key_never_reaches_the_dagster_event_log_with_urllib3_debug_logs(
         api_key=API_KEY, base_url=local_api.base_url, sports=["basketball_wnba"]
     )
     logs = {"python_logs": {"managed_python_loggers": ["urllib3"], "python_log_level": "DEBUG"}}
+    today = pd.Timestamp.now(tz="UTC").strftime("%Y-%m-%d")  # only today's partition polls
     with dg.instance_for_test(overrides=logs) as instance:
         result = dg.materialize(
             [odds_api_live],
             resources={"warehouse": WarehouseResource(), "odds_feed": feed},
-            partition_key="2026-08-08",
+            partition_key=today,
             instance=instance,
             run_config={"ops": {"odds_api_live": {"config": {"keep_in_play": True}}}},
         )
@@ -979,7 +980,7 @@ def test_key_never_reaches_the_dagster_event_log_with_urllib3_debug_logs(
     urllib3_lines = [m for m in messages if "GET /v4/sports/basketball_wnba/odds?" in m]
     assert urllib3_lines and all("apiKey=***" in m for m in urllib3_lines)
     assert_no_key(*messages)
-    raw = isolated_state_home / "raw" / "odds_api" / "2026-08-08"
+    raw = isolated_state_home / "raw" / "odds_api" / today
     assert_no_key(*(gzip.decompress(f.read_bytes()) for f in raw.glob("*.json.gz")))
 
 
@@ -1223,3 +1224,25 @@ def test_replay_of_a_single_bad_document_names_where_it_starts(tmp_path: Path) -
     with pytest.raises(SourceFormatError) as err:
         ReplayFeed([path]).fetch_odds("americanfootball_nfl")
     assert err.value.line == 2
+
+
+def test_a_replay_with_a_position_file_moves_on_across_feeds(tmp_path: Path) -> None:
+    """Each run builds a new feed: without the file every run replayed the first snapshot."""
+    sample = SAMPLES / "nfl_sample_20_snapshots.jsonl.gz"
+    sport = "americanfootball_nfl"
+    positions = tmp_path / "positions.json"
+    seen = [
+        odds_api.ReplayFeed(sample, position_file=positions).fetch_odds(sport).received_at
+        for _ in range(3)
+    ]
+    assert seen[0] < seen[1] < seen[2]
+    fresh = odds_api.ReplayFeed(sample).fetch_odds(sport).received_at
+    assert fresh == seen[0]
+    positions.write_text("{not json")  # damaged: the replay starts over instead of failing
+    assert (
+        odds_api.ReplayFeed(sample, position_file=positions).fetch_odds(sport).received_at
+        == seen[0]
+    )
+    positions.write_text(json.dumps({sport: 10_000}))  # past the end: the last snapshot again
+    last = odds_api.ReplayFeed(sample, position_file=positions).fetch_odds(sport)
+    assert last.received_at == pd.Timestamp("2025-11-18T05:54:42Z")

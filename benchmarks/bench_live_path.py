@@ -26,7 +26,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from _common import emit, peak_rss_mb
 
@@ -186,15 +185,21 @@ def _trend(frame: pd.DataFrame) -> dict[str, float]:
     first = frame[frame["day"] < frame["day"].min() + 1]
     final = frame[frame["day"] > frame["day"].max() - 1]
 
-    def slope(col: str) -> float:
-        return round(float(np.polyfit(frame["day"], frame[col], 1)[0]), 5)
+    def slope(col: str) -> list[float]:
+        """Least-squares slope per simulated day and its 95% interval (normal, OLS error)."""
+        from scipy import stats
+
+        fit = stats.linregress(frame["day"], frame[col])
+        return [round(float(v), 5) for v in (fit.slope, fit.slope - 1.96 * fit.stderr,
+                                              fit.slope + 1.96 * fit.stderr)]  # fmt: skip
 
     return {
         "polls": len(frame),
         "latency_median_s": round(float(frame["latency_s"].median()), 3),
-        "slope_latency_s_per_day": slope("latency_s"),
-        "slope_cpu_s_per_day": slope("cpu_s"),
-        "slope_events_touched_per_day": slope("events_touched"),
+        "cpu_median_s": round(float(frame["cpu_s"].median()), 3),
+        "slope_latency_s_per_day_ci95": slope("latency_s"),
+        "slope_cpu_s_per_day_ci95": slope("cpu_s"),
+        "slope_events_touched_per_day_ci95": slope("events_touched"),
         "first_day_median_latency_s": round(float(statistics.median(first["latency_s"])), 3),
         "last_day_median_latency_s": round(float(statistics.median(final["latency_s"])), 3),
         "first_day_median_cpu_s": round(float(statistics.median(first["cpu_s"])), 3),

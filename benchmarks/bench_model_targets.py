@@ -52,6 +52,16 @@ were 8-14x slower for the transformer). Progress goes to stderr, one JSON object
   CPU; metrics, predictions and weights compared bit for bit (run the command twice to
   compare ``predictions_sha256`` across processes).
 
+Memory (issue #10, part 3): each part reports ``part_peak_rss_mb`` and
+``phase_peak_rss_mb`` (load, features, build, split, subsample, scale, train, predict,
+report_total), the peak resident set (VmHWM, file-backed pages included) while the phase
+ran: the peak is reset at every phase boundary (/proc/self/clear_refs) and a nested phase
+counts in its parents. The transformer parts build the pair dataset chunk by chunk into
+``.npy`` files in the part's temporary folder (``--chunk-samples``), split it as memory-
+mapped views, gather only the subsampled train rows, scale into memory-mapped files and
+train from those batch by batch; DuckDB gets ``SET memory_limit`` (``--duckdb-memory-limit``).
+Same values as the in-memory path (odds_pipeline_tests/test_lean_datasets.py).
+
 The feature store trips a pandas 2.3 bug (see `_to_datetime_without_cache`): worked
 around here for the duration of each part, to be fixed in feature_store.py.
 """
@@ -129,6 +139,54 @@ def _log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+# --------------------------------------------------------------------------- peak RSS by phase
+
+_PHASE_STACK: list[str] = []
+_PHASE_PEAKS: dict[str, float] = {}
+
+
+def _vm_hwm_mb() -> float:
+    """This process's peak resident set since the last reset (VmHWM), in MB."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return peak_rss_mb()  # no /proc: the process's peak so far
+
+
+def _phase_boundary() -> None:
+    """Credit the peak since the last boundary to every open phase, then reset it."""
+    peak = _vm_hwm_mb()
+    for name in _PHASE_STACK:
+        _PHASE_PEAKS[name] = max(_PHASE_PEAKS.get(name, 0.0), peak)
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
+    except OSError:
+        pass
+
+
+@contextmanager
+def _phase(name: str) -> Iterator[None]:
+    """Peak RSS while the block runs, kept under ``name`` (the maximum over repeats)."""
+    _phase_boundary()
+    _PHASE_STACK.append(name)
+    try:
+        yield
+    finally:
+        _phase_boundary()
+        _PHASE_STACK.pop()
+
+
+def _phase_peaks() -> dict[str, float]:
+    out = {k: round(v, 1) for k, v in _PHASE_PEAKS.items()}
+    _PHASE_PEAKS.clear()
+    return out
+
+
 def _metrics(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
     m = binary_metrics(y, p)
     keep = ("n", "positives", "base_rate", "mean_p", "brier", "log_loss", "auc_roc", "auc_pr")
@@ -178,9 +236,17 @@ def _split(
     return D.split_by_time(ds, cuts=cuts) if cuts else D.split_by_time(ds, (0.7, 0.15, 0.15))
 
 
-def _scaled(splits: dict[str, D.SequenceDataset], label: str | None = None) -> dict:
+def _scaled(
+    splits: dict[str, D.SequenceDataset], label: str | None = None, out_dir: Path | None = None
+) -> dict:
+    """Train-fit scaler applied to every split; with ``out_dir`` into memory-mapped files."""
     scaler = S.fit_scaler(splits["train"])
-    return {s: S.apply_scaler(d, scaler).to_arrays(label) for s, d in splits.items()}
+    return {
+        s: S.apply_scaler(d, scaler, out_dir=None if out_dir is None else out_dir / s).to_arrays(
+            label
+        )
+        for s, d in splits.items()
+    }
 
 
 def _lstm_arrays(splits: dict[str, D.SequenceDataset]) -> dict:
@@ -259,11 +325,13 @@ def _train(kind: str, n_features: int, arrays: dict, args: argparse.Namespace, *
     )
     for k, v in overrides.items():
         setattr(cfg, k, v)
-    res = fit(factory, arrays["train"], arrays["validation"], input_keys=keys, config=cfg)
+    with _phase("train"):
+        res = fit(factory, arrays["train"], arrays["validation"], input_keys=keys, config=cfg)
     with_threads = torch.get_num_threads()
     torch.set_num_threads(cfg.torch_threads or with_threads)
     try:
-        p = predict_proba(res.model, arrays["test"], input_keys=keys)
+        with _phase("predict"):
+            p = predict_proba(res.model, arrays["test"], input_keys=keys)
     finally:
         torch.set_num_threads(with_threads)
     info = {
@@ -773,9 +841,21 @@ def _bootstrap_auc_pr_diff(
 
 
 def _pair_report(
-    ds: D.SequenceDataset, args: argparse.Namespace, label: str = "arb_ahead"
+    ds: D.SequenceDataset,
+    args: argparse.Namespace,
+    label: str = "arb_ahead",
+    work_dir: Path | None = None,
 ) -> dict[str, Any]:
-    splits = _split(ds, None)
+    """Model vs rules on the test window; ``work_dir`` holds the scaled, memory-mapped splits."""
+    with _phase("report_total"):
+        return _pair_report_body(ds, args, label, work_dir)
+
+
+def _pair_report_body(
+    ds: D.SequenceDataset, args: argparse.Namespace, label: str, work_dir: Path | None
+) -> dict[str, Any]:
+    with _phase("split"):  # memory-mapped views: splits are contiguous in commence order
+        splits = _split(ds, None)
     out: dict[str, Any] = {"splits": _split_summary(splits, label)}
     for s in ("train", "validation"):
         pos = int(splits[s].labels[label].sum())
@@ -784,13 +864,16 @@ def _pair_report(
             return out
     train_full = splits["train"]
     fit_splits = dict(splits)
-    fit_splits["train"], info = _subsample_negatives(
-        train_full, label, args.max_train_rows, args.seed
-    )
+    with _phase("subsample"):  # only the kept rows are read into memory
+        fit_splits["train"], info = _subsample_negatives(
+            train_full, label, args.max_train_rows, args.seed
+        )
     if info:
         out["train_subsample"] = info
-    arrays = _scaled(fit_splits, label)
+    with _phase("scale"):
+        arrays = _scaled(fit_splits, label, out_dir=work_dir)
     _log(f"training transformer on {len(fit_splits['train'])} rows")
+    del fit_splits  # the scaled copies (memory-mapped with work_dir) are what training reads
     _, p, info = _train("pair", len(ds.feature_names), arrays, args)
     out["training"] = info
     test = splits["test"]
@@ -913,12 +996,18 @@ def part_transformer_sim(args: argparse.Namespace, root: Path) -> dict[str, Any]
     cfg = SimulatorConfig(
         n_events=args.events, seed=args.sim_seed, arbitrage_rate=args.arbitrage_rate
     )
-    _, out = _simulate(store, cfg)
+    with _phase("load"):
+        _, out = _simulate(store, cfg)
     pair_cfg = _pair_config(args)
     with store.connection() as con:
-        out.update(_compute_features(con, lstm=False, pairs=True))
+        _limit_duckdb(con, args)
+        with _phase("features"):
+            out.update(_compute_features(con, lstm=False, pairs=True))
         start = time.perf_counter()
-        ds = D.build_arbitrage_pair_sequences(con, pair_cfg)
+        with _phase("build"):
+            ds = D.build_arbitrage_pair_sequences(
+                con, pair_cfg, chunk_samples=args.chunk_samples, out_dir=root / "pairs_sim"
+            )
         out["build_s"] = round(time.perf_counter() - start, 2)
     out["pair_config"] = {
         k: getattr(pair_cfg, k)
@@ -926,16 +1015,24 @@ def part_transformer_sim(args: argparse.Namespace, root: Path) -> dict[str, Any]
     }
     out["dataset"] = _pair_dataset_info(ds)
     _log(f"sim pair dataset {len(ds)} rows, arb_ahead rate {out['dataset']['arb_ahead_rate']}")
-    out.update(_pair_report(ds, args))
+    out.update(_pair_report(ds, args, work_dir=root / "scaled_sim"))
     return out
+
+
+def _limit_duckdb(con, args: argparse.Namespace) -> None:
+    """DuckDB's memory limit for the feature and build queries (spills beyond it)."""
+    if args.duckdb_memory_limit:
+        con.execute(f"SET memory_limit='{args.duckdb_memory_limit}'")
 
 
 def _real_league(path: Path, args: argparse.Namespace, root: Path) -> dict[str, Any]:
     store = OddsStore(root / f"{path.stem}.duckdb")
     out: dict[str, Any] = {"file": path.name}
     with store.connection() as con:
+        _limit_duckdb(con, args)
         start = time.perf_counter()
-        out["quotes_loaded"] = F.load_odds_api_change_log(con, [path])
+        with _phase("load"):
+            out["quotes_loaded"] = F.load_odds_api_change_log(con, [path])
         out["in_play_deleted"] = int(
             con.execute("SELECT count(*) FROM odds_quotes WHERE in_play").fetchone()[0]
         )
@@ -944,19 +1041,23 @@ def _real_league(path: Path, args: argparse.Namespace, root: Path) -> dict[str, 
         out["books"] = int(
             con.execute("SELECT count(DISTINCT bookmaker) FROM odds_quotes").fetchone()[0]
         )
-        out.update(_compute_features(con, lstm=False, pairs=True))  # every pair of books
+        with _phase("features"):
+            out.update(_compute_features(con, lstm=False, pairs=True))  # every pair of books
         stride = args.cut_stride or REAL_CUT_STRIDE.get(path.stem.split("_")[0], 8)
         pair_cfg = _pair_config(args, cut_stride=stride)
         out["cut_stride"] = stride
         start = time.perf_counter()
-        ds = D.build_arbitrage_pair_sequences(con, pair_cfg)
+        with _phase("build"):
+            ds = D.build_arbitrage_pair_sequences(
+                con, pair_cfg, chunk_samples=args.chunk_samples, out_dir=root / f"{path.stem}_pairs"
+            )
         out["build_s"] = round(time.perf_counter() - start, 2)
     out["dataset"] = _pair_dataset_info(ds)
     _log(f"{path.stem}: {len(ds)} rows, arb_ahead rate {out['dataset']['arb_ahead_rate']}")
     if len(ds) == 0:
         out["error"] = "no samples"
         return out
-    out.update(_pair_report(ds, args))
+    out.update(_pair_report(ds, args, work_dir=root / f"{path.stem}_scaled"))
     return out
 
 
@@ -1100,6 +1201,17 @@ def main() -> None:
     parser.add_argument("--sides", default="home,away", help="EPL sides (add draw for 3-way)")
     parser.add_argument("--leagues", default="mlb,wnba", help="change logs for transformer-real")
     parser.add_argument(
+        "--chunk-samples",
+        type=int,
+        default=20_000,
+        help="transformer: pair samples built at a time (memory; the values do not depend on it)",
+    )
+    parser.add_argument(
+        "--duckdb-memory-limit",
+        default="1GB",
+        help="transformer: DuckDB memory_limit for features and the build ('' = DuckDB default)",
+    )
+    parser.add_argument(
         "--max-train-rows",
         type=int,
         default=None,
@@ -1119,12 +1231,18 @@ def main() -> None:
         with (
             _to_datetime_without_cache(),
             tempfile.TemporaryDirectory(prefix="bench_targets_") as tmp,
+            _phase("total"),
         ):
             result = RUNNERS[part](part_args, Path(tmp))
         result["wall_s"] = round(time.perf_counter() - start, 1)
+        peaks = _phase_peaks()
+        result["part_peak_rss_mb"] = peaks.pop("total", None)
+        result["phase_peak_rss_mb"] = peaks
         figures[part] = result
     figures["load_avg_end"] = os.getloadavg()[0]
-    figures["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    # getrusage's peak restarts with every phase reset: the process peak is the parts' maximum
+    part_peaks = [figures[p].get("part_peak_rss_mb") or 0.0 for p in parts]
+    figures["peak_rss_mb"] = round(max([peak_rss_mb(), *part_peaks]), 1)
     emit(figures)
 
 

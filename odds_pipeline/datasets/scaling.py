@@ -7,7 +7,9 @@ Numpy only: this module travels inside every logged model.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import mmap
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -94,11 +96,52 @@ def fit_scaler(train: Any) -> Scaler:
     )
 
 
-def apply_scaler(dataset: Any, scaler: Scaler) -> Any:
-    """A copy with every value array standardised; NaN and padded steps become 0 (the mean)."""
+def apply_scaler(
+    dataset: Any,
+    scaler: Scaler,
+    *,
+    out_dir: str | Path | None = None,
+    chunk_rows: int = 16_384,
+) -> Any:
+    """A copy with every value array standardised; NaN and padded steps become 0 (the mean).
+
+    Scaled ``chunk_rows`` rows at a time (elementwise, so the values do not depend on it):
+    the float64 intermediates are one chunk's, and a memory-mapped input is read block by
+    block. With ``out_dir`` the scaled arrays are written to ``<out_dir>/<key>.npy`` and
+    memory-mapped read-only; the other arrays are the input's (mapped ones stay mapped).
+    """
     if list(scaler.feature_names) != list(dataset.feature_names):
         raise ValueError("scaler was fit on other features than this dataset's")
+    if chunk_rows < 1:
+        raise ValueError("chunk_rows must be >= 1")
     out = dataset.subset(np.arange(len(dataset)))
+    if out_dir is not None:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
     for key, arr in dataset.feature_arrays.items():
-        setattr(out, key, zscore(arr, scaler.mean[key], scaler.std[key], dataset.mask))
+        mean, std = scaler.mean[key], scaler.std[key]
+        if out_dir is None:
+            scaled = np.empty(arr.shape, dtype=np.float32)
+        else:
+            path = Path(out_dir) / f"{key}.npy"
+            scaled = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=arr.shape)
+        for lo in range(0, len(arr), chunk_rows):
+            hi = lo + chunk_rows
+            scaled[lo:hi] = zscore(arr[lo:hi], mean, std, dataset.mask[lo:hi])
+            _release(arr)
+            if out_dir is not None:
+                scaled.flush()
+                _release(scaled)
+        if out_dir is not None:
+            del scaled
+            scaled = np.load(path, mmap_mode="r") if len(arr) else np.zeros(arr.shape, np.float32)
+        setattr(out, key, scaled)
     return out
+
+
+def _release(arr: np.ndarray) -> None:
+    """Drop a memory map's resident pages from this process (they stay in the page cache)."""
+    mm = getattr(arr, "_mmap", None)
+    if mm is None or getattr(arr, "mode", None) not in ("r", "r+", "w+"):  # not copy-on-write
+        return
+    with contextlib.suppress(AttributeError, OSError, ValueError):  # no madvise: a no-op
+        mm.madvise(mmap.MADV_DONTNEED)

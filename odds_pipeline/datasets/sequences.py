@@ -72,8 +72,10 @@ the train split only; `apply_scaler` standardises, then NaN and padding become 0
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import mmap
 import os
 import shutil
 import tempfile
@@ -327,7 +329,7 @@ class SequenceDataset:
             idx = np.flatnonzero(idx)
 
         def take(a: np.ndarray | None) -> np.ndarray | None:
-            return None if a is None else a[idx]
+            return None if a is None else _take_rows(a, idx)
 
         y = {k: v[idx] for k, v in self.y.items()} if isinstance(self.y, dict) else self.y[idx]
         return SequenceDataset(
@@ -359,9 +361,9 @@ class SequenceDataset:
         h = hashlib.sha256()
         h.update(json.dumps([self.name, self.target, list(self.feature_names)]).encode())
         for key, arr in sorted(self.arrays().items()):
-            a = np.ascontiguousarray(arr)
-            h.update(f"|{key}|{a.dtype.str}|{a.shape}|".encode())
-            h.update(a.tobytes())
+            h.update(f"|{key}|{arr.dtype.str}|{arr.shape}|".encode())
+            for block in _row_blocks(arr):  # the same bytes as one tobytes(), in pieces
+                h.update(block.tobytes())
         for col in self.meta.columns:
             h.update(f"|meta:{col}|".encode())
             h.update(_column_bytes(self.meta[col]))
@@ -410,13 +412,17 @@ class SequenceDataset:
         return out
 
     # ------------------------------------------------------------------ files
-    def save(self, directory: str | Path | None = None, *, compress: bool = True) -> Path:
-        """Write ``<dir>/<name>-<hash[:12]>/`` (arrays.npz, meta.parquet, manifest.json).
+    def save(self, directory: str | Path | None = None, *, compress: bool = False) -> Path:
+        """Write ``<dir>/<name>-<hash[:12]>/`` (arrays, meta.parquet, manifest.json).
 
         The folder is named by content, so saving the same data twice is a no-op and a
         changed dataset never overwrites an older one; written to a temp folder and renamed.
-        ``directory`` defaults to `datasets_dir()`. Compressed by default: padding makes
-        the pair arrays ~90% zeros (248 MB -> 21 MB for the default simulator, +1.5 s).
+        ``directory`` defaults to `datasets_dir()`. Arrays go to ``arrays/<key>.npy``,
+        uncompressed, written in row blocks, so `load` can memory-map them (``mmap=True``)
+        and a memory-mapped dataset is saved without being read into memory at once.
+        ``compress=True`` writes the older single ``arrays.npz`` instead: compressed (padding
+        makes the pair arrays ~90% zeros: 248 MB -> 21 MB for the default simulator, +1.5 s)
+        but read whole, never memory-mapped.
         """
         root = Path(directory) if directory is not None else datasets_dir()
         root.mkdir(parents=True, exist_ok=True)
@@ -426,7 +432,17 @@ class SequenceDataset:
             return target
         tmp = Path(tempfile.mkdtemp(prefix=f".{self.name}-", dir=root))
         try:
-            (np.savez_compressed if compress else np.savez)(tmp / "arrays.npz", **self.arrays())
+            if compress:
+                np.savez_compressed(tmp / "arrays.npz", **self.arrays())
+            else:
+                (tmp / ARRAYS_DIR).mkdir()
+                for key, arr in self.arrays().items():
+                    writer = _NpyWriter(tmp / ARRAYS_DIR / f"{key}.npy", arr.shape, arr.dtype)
+                    try:
+                        for block in _row_blocks(arr):
+                            writer.write(block)
+                    finally:
+                        writer.close()
             self.meta.to_parquet(tmp / "meta.parquet", index=False)
             (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, default=str))
             try:
@@ -440,12 +456,19 @@ class SequenceDataset:
         return target
 
     @classmethod
-    def load(cls, path: str | Path, *, verify: bool = True) -> SequenceDataset:
-        """Read a folder written by `save`; ``verify`` recomputes the content hash."""
+    def load(cls, path: str | Path, *, verify: bool = True, mmap: bool = False) -> SequenceDataset:
+        """Read a folder written by `save`; ``verify`` recomputes the content hash.
+
+        ``mmap=True`` memory-maps the ``.npy`` arrays read-only instead of reading them
+        (folders of the older ``arrays.npz`` format are read into memory either way).
+        """
         path = Path(path)
         manifest = json.loads((path / "manifest.json").read_text())
-        with np.load(path / "arrays.npz", allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
+        if (path / ARRAYS_DIR).is_dir():
+            arrays = {f.stem: _load_npy(f, mmap) for f in sorted((path / ARRAYS_DIR).glob("*.npy"))}
+        else:
+            with np.load(path / "arrays.npz", allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
         meta = pd.read_parquet(path / "meta.parquet")
         labels = {k[3:]: v for k, v in arrays.items() if k.startswith("y__")}
         target = manifest["target"]
@@ -472,8 +495,8 @@ class SequenceDataset:
         return ds
 
 
-def load_dataset(path: str | Path, *, verify: bool = True) -> SequenceDataset:
-    return SequenceDataset.load(path, verify=verify)
+def load_dataset(path: str | Path, *, verify: bool = True, mmap: bool = False) -> SequenceDataset:
+    return SequenceDataset.load(path, verify=verify, mmap=mmap)
 
 
 def datasets_dir() -> Path:
@@ -491,6 +514,94 @@ def _column_bytes(col: pd.Series) -> bytes:
     if pd.api.types.is_bool_dtype(col) or pd.api.types.is_numeric_dtype(col):
         return pd.to_numeric(col).astype("Float64").to_numpy(np.float64, na_value=np.nan).tobytes()
     return "\x1f".join("\x00" if pd.isna(v) else str(v) for v in col.tolist()).encode()
+
+
+# --------------------------------------------------------------------------- array files
+
+ARRAYS_DIR = "arrays"  # a saved dataset's folder of <key>.npy files
+_BLOCK_BYTES = 64 * 1024 * 1024  # rows read or written at a time from a memory-mapped array
+
+
+class _NpyWriter:
+    """A ``.npy`` file of a known shape written by appending row blocks (C order)."""
+
+    def __init__(self, path: Path, shape: tuple[int, ...], dtype: Any):
+        self.path, self.shape, self.dtype = Path(path), tuple(shape), np.dtype(dtype)
+        self.rows = 0
+        self.file: Any = open(self.path, "wb")  # noqa: SIM115 - closed by close()
+        header = {
+            "descr": np.lib.format.dtype_to_descr(self.dtype),
+            "fortran_order": False,
+            "shape": self.shape,
+        }
+        np.lib.format.write_array_header_1_0(self.file, header)
+
+    def write(self, block: np.ndarray) -> None:
+        block = np.ascontiguousarray(block, dtype=self.dtype)
+        if block.shape[1:] != self.shape[1:] or self.rows + len(block) > self.shape[0]:
+            raise ValueError(f"{self.path.name}: block {block.shape} does not fit {self.shape}")
+        self.file.write(block.tobytes())
+        self.rows += len(block)
+
+    def close(self) -> None:
+        if self.file is None:
+            return
+        self.file.close()
+        self.file = None
+        if self.rows != self.shape[0]:
+            raise ValueError(f"{self.path.name}: {self.rows} of {self.shape[0]} rows written")
+
+
+def _load_npy(path: Path, mmap_mode: bool) -> np.ndarray:
+    """A ``.npy`` file read-only memory-mapped (``mmap_mode``; empty arrays are read)."""
+    if mmap_mode:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        return arr if arr.size else np.array(arr)
+    return np.load(path, allow_pickle=False)
+
+
+def _release(arr: np.ndarray) -> None:
+    """Drop the pages of a read-only memory map from this process (they stay in the page
+    cache): reading a mapped file block by block then never holds more than a block."""
+    mm = getattr(arr, "_mmap", None)
+    if mm is None or getattr(arr, "mode", None) != "r":
+        return
+    with contextlib.suppress(AttributeError, OSError, ValueError):  # no madvise: a no-op
+        mm.madvise(mmap.MADV_DONTNEED)
+
+
+def _block_rows(arr: np.ndarray) -> int:
+    row = int(np.prod(arr.shape[1:], dtype=np.int64)) * arr.dtype.itemsize if arr.ndim else 1
+    return max(1, _BLOCK_BYTES // max(row, 1))
+
+
+def _row_blocks(arr: np.ndarray) -> Iterator[np.ndarray]:
+    """``arr`` as C-contiguous row blocks (one block when in memory), releasing mapped pages."""
+    if not isinstance(arr, np.memmap) or arr.ndim == 0:
+        yield np.ascontiguousarray(arr)
+        return
+    step = _block_rows(arr)
+    for lo in range(0, max(len(arr), 1), step):
+        yield np.ascontiguousarray(arr[lo : lo + step])
+        _release(arr)
+
+
+def _take_rows(arr: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """``arr[idx]``; for a memory map a contiguous ascending range stays mapped (a view) and
+    other rows are gathered block by block into memory, releasing the mapped pages."""
+    if not isinstance(arr, np.memmap):
+        return arr[idx]
+    if len(idx) == 0:
+        return np.array(arr[0:0])
+    lo, hi = int(idx[0]), int(idx[-1]) + 1
+    if hi - lo == len(idx) and (len(idx) == 1 or bool(np.all(np.diff(idx) == 1))):
+        return arr[lo:hi]
+    out = np.empty((len(idx), *arr.shape[1:]), dtype=arr.dtype)
+    step = _block_rows(arr)
+    for start in range(0, len(idx), step):
+        out[start : start + step] = arr[idx[start : start + step]]
+        _release(arr)
+    return out
 
 
 # --------------------------------------------------------------------------- helpers
@@ -940,12 +1051,14 @@ FROM _ds_samples s LEFT JOIN opens o
 GROUP BY s.sample ORDER BY s.sample
 """
 
+# The steps of samples lo <= sample < hi (one chunk of the build).
 _PAIR_SEQ_SQL = """
 SELECT s.sample, st.rn - (s.cut_rn - s.seq_len + 1) AS pos, st.event_id, st.market, st.line,
     st.book_a, st.book_b, st.outcome_a, st.t AS as_of, epoch_us(st.t) AS t_us,
     epoch_us(st.t) - epoch_us(st.prev_t) AS gap_us
 FROM _ds_samples s JOIN _ds_steps st
   ON st.key_id = s.key_id AND st.rn <= s.cut_rn AND st.rn > s.cut_rn - s.seq_len
+WHERE s.sample >= {lo} AND s.sample < {hi}
 ORDER BY s.sample, pos
 """
 
@@ -1010,6 +1123,8 @@ def build_arbitrage_pair_sequences(
     config: PairSequenceConfig | None = None,
     *,
     score_at: Any = None,
+    chunk_samples: int = 50_000,
+    out_dir: str | Path | None = None,
 ) -> SequenceDataset:
     """Pair-of-books price sequences with ``arb_now`` / ``arb_ahead`` labels (module docstring).
 
@@ -1017,8 +1132,16 @@ def build_arbitrage_pair_sequences(
     With ``score_at`` (scoring): one sample per pair key, cut at its latest instant at or
     before that time for events not yet started; ``arb_ahead`` then looks past the data
     and means nothing.
+
+    Built ``chunk_samples`` samples at a time (their steps, their point-in-time features,
+    their rows of the arrays), so the working memory is one chunk's whatever the dataset's
+    size; every value is row-local, so the result does not depend on the chunk size. With
+    ``out_dir`` the arrays are streamed to ``<out_dir>/<array>.npy`` chunk by chunk and the
+    dataset holds them memory-mapped read-only (the same values as in memory).
     """
     config = config or PairSequenceConfig()
+    if chunk_samples < 1:
+        raise ValueError("chunk_samples must be >= 1")
     names = list(PAIR_CHANNELS)
     markets = ", ".join("'" + m + "'" for m in config.markets)
     horizon_us = int(round(config.horizon_minutes * 60_000_000))
@@ -1064,23 +1187,77 @@ def build_arbitrage_pair_sequences(
                 stats["samples"] = 0
                 return _empty_pairs(config, names, stats)
             labels = c.execute(_PAIR_LABELS_SQL.format(horizon_us=horizon_us)).df()
-            seq = c.execute(_PAIR_SEQ_SQL).df()
+            N, T, F = len(samples), config.max_len, len(names)
+            out = _PairArrays(N, T, F, out_dir)
+            try:
+                for lo in range(0, N, chunk_samples):
+                    hi = min(lo + chunk_samples, N)
+                    seq = c.execute(_PAIR_SEQ_SQL.format(lo=lo, hi=hi)).df()
+                    out.add(_pair_chunk(store, seq, lo, hi, T, names, config))
+                    del seq
+                arrays = out.finish()
+            finally:
+                out.close()
         finally:
             c.execute("DROP TABLE IF EXISTS _ds_steps")
             c.execute("DROP TABLE IF EXISTS _ds_samples")
-        entity = seq[["event_id", "market", "line", "book_a", "book_b", "outcome_a", "as_of"]]
-        res = store.get_historical_features(
-            entity,
-            [f"{PAIR_TABLE}:{col}" for col in _PAIR_COLUMNS],
-            ttl=None,  # each step asks at its own instant: the row is that instant's
-            knowledge=config.knowledge,
-            full_feature_names=True,
-        )
 
-    N, T = len(samples), config.max_len
-    si = seq["sample"].to_numpy(np.int64)
+    meta = samples[
+        ["event_id", "market", "line", "book_a", "book_b", "outcome_a", "outcome_b"]
+    ].copy()
+    meta["commence_time"] = pd.to_datetime(samples["commence_time"], utc=True)
+    meta["cut_time"] = pd.to_datetime(samples["cut"], utc=True)
+    meta["start_time"] = _from_us(out.rules["start_us"])
+    meta["seq_len"] = out.rules["seq_len"]
+    meta["hours_to_commence"] = (
+        _to_us(meta["commence_time"]) - _to_us(meta["cut_time"])
+    ) / _US_PER_HOUR
+    meta["implied_sum_last"] = out.rules["last"]
+    meta["implied_sum_min"] = out.rules["min"]
+    meta["implied_sum_slope"] = out.rules["slope"]
+    stats["samples"] = int(N)
+    return SequenceDataset(
+        name=PAIR_NAME,
+        mask=arrays["mask"],
+        y={
+            "arb_ahead": labels["arb_ahead"].to_numpy(bool).astype(np.float32),
+            "arb_now": out.rules["arb_now"].astype(np.float32),
+        },
+        meta=meta,
+        feature_names=names,
+        config=_config_dict(config),
+        x_a=arrays["x_a"],
+        x_b=arrays["x_b"],
+        market_type=samples["market"].map(MARKET_TYPE_IDS).to_numpy(np.int64),
+        times=arrays["times"],
+        target="arb_ahead",
+        stats=stats,
+    )
+
+
+def _pair_chunk(
+    store: FeatureStore,
+    seq: pd.DataFrame,
+    lo: int,
+    hi: int,
+    T: int,
+    names: list[str],
+    config: PairSequenceConfig,
+) -> dict[str, np.ndarray]:
+    """Rows ``lo:hi`` of the pair arrays and their classical rules, from their steps ``seq``."""
+    entity = seq[["event_id", "market", "line", "book_a", "book_b", "outcome_a", "as_of"]]
+    res = store.get_historical_features(
+        entity,
+        [f"{PAIR_TABLE}:{col}" for col in _PAIR_COLUMNS],
+        ttl=None,  # each step asks at its own instant: the row is that instant's
+        knowledge=config.knowledge,
+        full_feature_names=True,
+    )
+    n = hi - lo
+    si = seq["sample"].to_numpy(np.int64) - lo
     pos = seq["pos"].to_numpy(np.int64)
     v = {col: _float(res[f"{PAIR_TABLE}__{col}"]) for col in _PAIR_COLUMNS}
+    del res, entity
     gap = seq["gap_us"].astype("Float64").to_numpy(np.float64, na_value=np.nan)
     shared = [
         v["implied_sum"],
@@ -1091,61 +1268,83 @@ def build_arbitrage_pair_sequences(
         v["pair_stalest_age_s"] / 3600.0,
         np.log1p(gap / 60_000_000.0),
     ]
-    streams = {}
+    out: dict[str, np.ndarray] = {}
     for s in ("a", "b"):
         odds = v[f"odds_{s}"]
         values = np.stack(
             [odds, 1.0 / odds, v[f"delta_{s}"], v[f"rel_delta_{s}"], *shared], axis=-1
         )
-        arr = np.zeros((N, T, len(names)), dtype=np.float32)
+        arr = np.zeros((n, T, len(names)), dtype=np.float32)
         arr[si, pos] = values
-        streams[s] = arr
-    mask = np.zeros((N, T), dtype=bool)
+        out[f"x_{s}"] = arr
+        del values
+    mask = np.zeros((n, T), dtype=bool)
     mask[si, pos] = True
-    times = np.zeros((N, T), dtype=np.int64)
+    times = np.zeros((n, T), dtype=np.int64)
     times[si, pos] = seq["t_us"].to_numpy(np.int64)
+    out["mask"], out["times"] = mask, times
 
     # classical rules on the stored float32 Σ implied (so arb_now is exactly the rule)
     k_sum = names.index("implied_sum")
-    isum = np.where(mask, streams["a"][..., k_sum], np.nan).astype(np.float64)
+    isum = np.where(mask, out["x_a"][..., k_sum], np.nan).astype(np.float64)
     seq_len = mask.sum(axis=1)
-    rows = np.arange(N)
-    last = isum[rows, seq_len - 1]
     isum_min = np.nanmin(np.where(mask, isum, np.inf), axis=1)
-    slope = _recent_slope(isum, times, seq_len, config.slope_steps)
-    arb_now = isum_min < 1.0
+    out["last"] = isum[np.arange(n), seq_len - 1]
+    out["min"] = isum_min
+    out["slope"] = _recent_slope(isum, times, seq_len, config.slope_steps)
+    out["arb_now"] = isum_min < 1.0
+    out["seq_len"] = seq_len.astype(np.int64)
+    out["start_us"] = times[:, 0].copy()
+    return out
 
-    meta = samples[
-        ["event_id", "market", "line", "book_a", "book_b", "outcome_a", "outcome_b"]
-    ].copy()
-    meta["commence_time"] = pd.to_datetime(samples["commence_time"], utc=True)
-    meta["cut_time"] = pd.to_datetime(samples["cut"], utc=True)
-    meta["start_time"] = _from_us(times[:, 0])
-    meta["seq_len"] = seq_len.astype(np.int64)
-    meta["hours_to_commence"] = (
-        _to_us(meta["commence_time"]) - _to_us(meta["cut_time"])
-    ) / _US_PER_HOUR
-    meta["implied_sum_last"] = last
-    meta["implied_sum_min"] = isum_min
-    meta["implied_sum_slope"] = slope
-    stats["samples"] = int(N)
-    return SequenceDataset(
-        name=PAIR_NAME,
-        mask=mask,
-        y={
-            "arb_ahead": labels["arb_ahead"].to_numpy(bool).astype(np.float32),
-            "arb_now": arb_now.astype(np.float32),
-        },
-        meta=meta,
-        feature_names=names,
-        config=_config_dict(config),
-        x_a=streams["a"],
-        x_b=streams["b"],
-        market_type=samples["market"].map(MARKET_TYPE_IDS).to_numpy(np.int64),
-        times=times,
-        target="arb_ahead",
-        stats=stats,
-    )
+
+_PAIR_ARRAYS = {"x_a": np.float32, "x_b": np.float32, "mask": np.bool_, "times": np.int64}
+_PAIR_RULES = ("last", "min", "slope", "arb_now", "seq_len", "start_us")
+
+
+class _PairArrays:
+    """The pair build's output, filled chunk by chunk: in memory, or streamed to ``.npy``."""
+
+    def __init__(self, n: int, t: int, f: int, out_dir: str | Path | None):
+        self.n, self.filled = n, 0
+        self.rule_parts: dict[str, list[np.ndarray]] = {k: [] for k in _PAIR_RULES}
+        self.rules: dict[str, np.ndarray] = {}
+        shapes = {"x_a": (n, t, f), "x_b": (n, t, f), "mask": (n, t), "times": (n, t)}
+        self.dir = Path(out_dir) if out_dir is not None else None
+        self.writers: dict[str, _NpyWriter] = {}
+        self.memory: dict[str, np.ndarray] = {}
+        if self.dir is None:
+            self.memory = {k: np.zeros(shapes[k], dtype=d) for k, d in _PAIR_ARRAYS.items()}
+        else:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            for k, d in _PAIR_ARRAYS.items():
+                self.writers[k] = _NpyWriter(self.dir / f"{k}.npy", shapes[k], d)
+
+    def add(self, chunk: dict[str, np.ndarray]) -> None:
+        rows = len(chunk["mask"])
+        for k in _PAIR_ARRAYS:
+            if self.dir is None:
+                self.memory[k][self.filled : self.filled + rows] = chunk[k]
+            else:
+                self.writers[k].write(chunk[k])
+        for k in _PAIR_RULES:
+            self.rule_parts[k].append(chunk[k])
+        self.filled += rows
+
+    def finish(self) -> dict[str, np.ndarray]:
+        if self.filled != self.n:  # pragma: no cover - guards the chunk loop
+            raise RuntimeError(f"pair build filled {self.filled} of {self.n} rows")
+        self.rules = {k: np.concatenate(v) for k, v in self.rule_parts.items()}
+        self.rule_parts = {}
+        if self.dir is None:
+            return self.memory
+        for w in self.writers.values():
+            w.close()
+        return {k: np.load(self.dir / f"{k}.npy", mmap_mode="r") for k in _PAIR_ARRAYS}
+
+    def close(self) -> None:
+        for w in self.writers.values():
+            w.close()
 
 
 def _recent_slope(values: np.ndarray, times: np.ndarray, seq_len: np.ndarray, k: int) -> np.ndarray:

@@ -181,7 +181,9 @@ def _report(dataset: Any, context: dg.AssetExecutionContext) -> dg.MaterializeRe
             build_stats=dg.MetadataValue.json(manifest.get("build_stats", {})),
             splits=dg.MetadataValue.json(splits),
         )
-    path = dataset.save()
+    # Compressed, as before lean training (the pipeline trains from memory; padded pair arrays
+    # are mostly zeros): memory-mapped .npy files are for the benchmarks' large builds.
+    path = dataset.save(compress=True)
     table: dict[str, list[Any]] = {
         "split": [],
         "rows": [],

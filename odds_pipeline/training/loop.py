@@ -178,12 +178,18 @@ def to_tensors(data: Mapping[str, Any], keys: Sequence[str] | None = None) -> di
     """Arrays -> CPU tensors of one length; floating data becomes float32 (the models' dtype).
 
     ``keys`` limits the conversion to what the model and loss read, so a dataset dict may
-    carry other columns (event ids as strings, for instance).
+    carry other columns (event ids as strings, for instance). Memory-mapped arrays of two
+    or more dimensions (``np.memmap``: sequences saved with `SequenceDataset.save` and
+    loaded with ``mmap=True``) are not read: they stay mapped and `_batches` reads only
+    each batch's rows (the same values, so the same training).
     """
-    out: dict[str, Tensor] = {}
+    out: dict[str, Any] = {}
     for key in keys if keys is not None else list(data):
         if key not in data:
             raise KeyError(f"dataset has no {key!r} (has {sorted(data)})")
+        if _is_mapped(data[key]):
+            out[key] = data[key]
+            continue
         t = torch.as_tensor(data[key])
         if t.is_floating_point() and t.dtype != torch.float32:
             t = t.float()
@@ -220,6 +226,21 @@ def _length(data: Mapping[str, Tensor]) -> int:
     return next(iter(data.values())).shape[0]
 
 
+def _is_mapped(value: Any) -> bool:
+    return isinstance(value, np.memmap) and value.ndim >= 2
+
+
+def _rows(value: Any, rows: slice | np.ndarray) -> Tensor:
+    """Rows of a memory-mapped array as a new CPU tensor (float data as float32)."""
+    t = torch.from_numpy(np.array(value[rows]))
+    return t.float() if t.is_floating_point() and t.dtype != torch.float32 else t
+
+
+def _to_device(data: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
+    """Tensors moved to ``device``; memory-mapped arrays stay where they are (read per batch)."""
+    return {k: v if _is_mapped(v) else v.to(device) for k, v in data.items()}
+
+
 def _batches(
     data: Mapping[str, Tensor],
     batch_size: int,
@@ -237,7 +258,9 @@ def _batches(
     if num_workers > 0:
         keys = list(data)
         loader = torch.utils.data.DataLoader(
-            torch.utils.data.TensorDataset(*(data[k] for k in keys)),
+            torch.utils.data.TensorDataset(
+                *(_rows(data[k], slice(None)) if _is_mapped(data[k]) else data[k] for k in keys)
+            ),
             batch_size=batch_size,
             shuffle=generator is not None,
             generator=generator,
@@ -250,10 +273,17 @@ def _batches(
     order = torch.randperm(n, generator=generator) if generator is not None else None
     for start in range(0, n, batch_size):
         if order is None:
-            yield {k: v[start : start + batch_size].to(device) for k, v in data.items()}
+            rows = slice(start, start + batch_size)
+            yield {
+                k: (_rows(v, rows) if _is_mapped(v) else v[rows]).to(device)
+                for k, v in data.items()
+            }
         else:
             idx = order[start : start + batch_size]
-            yield {k: v[idx.to(v.device)].to(device) for k, v in data.items()}
+            yield {
+                k: (_rows(v, idx.numpy()) if _is_mapped(v) else v[idx.to(v.device)]).to(device)
+                for k, v in data.items()
+            }
 
 
 def _resolve_pos_weight(value: float | str | None, y: Tensor) -> float | None:
@@ -339,8 +369,14 @@ def fit(
     label_key: str = "y",
     config: TrainConfig | None = None,
     on_epoch: EpochCallback | None = None,
+    select_metric: str = "val_loss",
 ) -> TrainResult:
     """Train with AdamW + per-step cosine LR + early stopping on validation loss.
+
+    ``select_metric="auc_pr"`` selects the epoch (and runs early stopping) on the
+    validation AUC-PR instead (higher is better; the metrics carry ``val_auc_pr``): for
+    rare targets such as ``arb_ahead``, where the loss and the ranking at the top disagree.
+    ``best_val_loss`` is then the validation loss of the selected epoch.
 
     ``model`` may be a module or a zero-argument factory; a factory is called after
     seeding, so initial weights are reproducible too (pass a module built after
@@ -356,7 +392,7 @@ def fit(
     if config.torch_threads:
         torch.set_num_threads(config.torch_threads)
     try:
-        return _fit(model, train, val, input_keys, label_key, config, on_epoch)
+        return _fit(model, train, val, input_keys, label_key, config, on_epoch, select_metric)
     finally:
         torch.set_num_threads(threads)
 
@@ -369,7 +405,10 @@ def _fit(
     label_key: str,
     config: TrainConfig,
     on_epoch: EpochCallback | None,
+    select_metric: str = "val_loss",
 ) -> TrainResult:
+    if select_metric not in ("val_loss", "auc_pr"):
+        raise ValueError(f"select_metric must be 'val_loss' or 'auc_pr', got {select_metric!r}")
     started = time.perf_counter()
     seed_everything(config.seed, deterministic=config.deterministic)
     if not isinstance(model, nn.Module):
@@ -384,8 +423,7 @@ def _fit(
     if n_train == 0 or n_val == 0:
         raise ValueError(f"empty dataset: {n_train} training and {n_val} validation rows")
     if config.num_workers == 0:
-        train_t = {k: v.to(device) for k, v in train_t.items()}
-        val_t = {k: v.to(device) for k, v in val_t.items()}
+        train_t, val_t = _to_device(train_t, device), _to_device(val_t, device)
 
     input_fn = make_input_fn(input_keys)
     pos_weight = _resolve_pos_weight(config.pos_weight, train_t[label_key].float())
@@ -401,8 +439,16 @@ def _fit(
     )
     generator = torch.Generator().manual_seed(config.seed)
 
+    def selection(val_loss: float) -> tuple[float, dict[str, float]]:
+        """(value to minimise, extra metrics) for the epoch just validated."""
+        if select_metric == "val_loss":
+            return val_loss, {}
+        ap = _val_auc_pr(model, val_t, input_fn, label_key, device, amp, config.batch_size)
+        return -ap, {"val_auc_pr": ap}
+
     history: list[dict[str, float]] = []
     best_val, best_epoch, best_state, bad_epochs = math.inf, 0, None, 0
+    best_key = math.inf
     stop_reason = "completed"
     initial_val = None
     if config.keep_initial:
@@ -416,6 +462,7 @@ def _fit(
             device=device,
             amp=amp,
         )
+        best_key = selection(initial_val)[0]
         best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     for epoch in range(1, config.epochs + 1):
         epoch_start = time.perf_counter()
@@ -454,8 +501,9 @@ def _fit(
             device=device,
             amp=amp,
         )
-        if val_loss < best_val - config.min_delta:
-            best_val, best_epoch, bad_epochs = val_loss, epoch, 0
+        key, extra = selection(val_loss)
+        if key < best_key - config.min_delta:
+            best_key, best_val, best_epoch, bad_epochs = key, val_loss, epoch, 0
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         else:
             bad_epochs += 1
@@ -463,6 +511,7 @@ def _fit(
             "epoch": epoch,
             "train_loss": train_loss,
             "val_loss": val_loss,
+            **extra,
             "best_val_loss": best_val,
             "lr": float(optimizer.param_groups[0]["lr"]),
             "seconds": time.perf_counter() - epoch_start,
@@ -507,6 +556,25 @@ def _fit(
         calibration=calibration,
         initial_val_loss=initial_val,
     )
+
+
+def _val_auc_pr(
+    model: nn.Module,
+    val: Mapping[str, Tensor],
+    input_fn: InputFn,
+    label_key: str,
+    device: torch.device,
+    amp: bool,
+    batch_size: int,
+) -> float:
+    """Validation AUC-PR (average precision) of the model's logits; NaN with one class."""
+    from odds_pipeline.training.evaluation import average_precision
+
+    logits = predict_logits(model, val, input_fn, max(batch_size, 1024), device, amp)
+    y = val[label_key].double().cpu().numpy()
+    p = 1.0 / (1.0 + np.exp(-np.clip(logits, -700.0, 700.0)))
+    ap = average_precision(y, p)
+    return ap if math.isfinite(ap) else 0.0
 
 
 def fit_platt(logits: Any, y: Any, l2: float = 1e-6) -> tuple[float, float]:

@@ -198,6 +198,15 @@ class DualStreamArbTransformer(nn.Module):
 
     Inputs: x_a, x_b [B, T, F] float; mask [B, T] bool (True = real step);
     market_type [B] long in [0, n_market_types). Output: logits [B].
+
+    Optional static inputs (issue #10; off by default, so models saved before and every
+    caller that passes four inputs are unchanged): with ``n_static > 0`` the head also
+    reads ``static`` [B, n_static] (standardised explicit inputs a rule-maker would use:
+    ``training.arbitrage_inputs``), and with ``n_books > 0`` each of the two books gets a
+    ``book_dim`` embedding from ``books`` [B, 2] long in [0, n_books). Static values are read
+    as given (standardise them first: ``arbitrage_inputs.standardise``). Both are concatenated
+    with the pooled streams and the market embedding before the head; a model built with
+    them refuses to run without them.
     """
 
     def __init__(
@@ -212,8 +221,13 @@ class DualStreamArbTransformer(nn.Module):
         mlp_hidden: int = 64,
         attn_dropout: float = 0.0,
         ff_mult: int = 4,
+        n_static: int = 0,
+        n_books: int = 0,
+        book_dim: int = 8,
     ) -> None:
         super().__init__()
+        if n_static < 0 or n_books < 0 or book_dim < 1:
+            raise ValueError("n_static and n_books must be >= 0, book_dim >= 1")
         if not 0 <= cross_from_layer <= n_layers:
             raise ValueError(f"cross_from_layer={cross_from_layer} not in [0, n_layers={n_layers}]")
         self.hparams = {
@@ -228,6 +242,11 @@ class DualStreamArbTransformer(nn.Module):
             "attn_dropout": attn_dropout,
             "ff_mult": ff_mult,
         }
+        # only when used: the hyper-parameters of a default model stay those saved before
+        if n_static or n_books:
+            self.hparams.update(n_static=n_static, n_books=n_books, book_dim=book_dim)
+        self.n_static = n_static
+        self.n_books = n_books
         self.proj_a = nn.Linear(n_features_per_book, d_model)
         self.proj_b = nn.Linear(n_features_per_book, d_model)
         self.layers = nn.ModuleList(
@@ -246,15 +265,33 @@ class DualStreamArbTransformer(nn.Module):
         self.pool_a = _AttentionPool(d_model)
         self.pool_b = _AttentionPool(d_model)
         self.market_embedding = nn.Embedding(n_market_types, d_model)
+        extra = n_static
+        if n_books:
+            self.book_embedding = nn.Embedding(n_books, book_dim)
+            extra += 2 * book_dim
         self.head = nn.Sequential(
-            nn.Linear(3 * d_model, mlp_hidden),
+            nn.Linear(3 * d_model + extra, mlp_hidden),
             nn.GELU(),
             nn.Dropout(dropout),
             nn.Linear(mlp_hidden, 1),
         )
         self.register_buffer("slopes", alibi_slopes(n_heads), persistent=False)
 
-    def forward(self, x_a: Tensor, x_b: Tensor, mask: Tensor, market_type: Tensor) -> Tensor:
+    def forward(
+        self,
+        x_a: Tensor,
+        x_b: Tensor,
+        mask: Tensor,
+        market_type: Tensor,
+        static: Tensor | None = None,
+        books: Tensor | None = None,
+    ) -> Tensor:
+        wants, got = (self.n_static > 0, self.n_books > 0), (static is not None, books is not None)
+        if wants != got:
+            raise ValueError(
+                f"static inputs do not match this model (n_static={self.n_static}, "
+                f"n_books={self.n_books}; got static={got[0]}, books={got[1]})"
+            )
         mask = mask.bool()
         key_mask, has_any = _safe_key_mask(mask)
         pad = ~mask.unsqueeze(-1)
@@ -271,7 +308,12 @@ class DualStreamArbTransformer(nn.Module):
         summary = torch.cat([self.pool_a(a, key_mask), self.pool_b(b, key_mask)], dim=-1)
         summary = summary * has_any.unsqueeze(-1).to(summary.dtype)
         market = self.market_embedding(market_type.long()).to(summary.dtype)
-        return self.head(torch.cat([summary, market], dim=-1)).squeeze(-1)
+        parts = [summary, market]
+        if static is not None:
+            parts.append(static.to(summary.dtype))
+        if books is not None:
+            parts.append(self.book_embedding(books.long()).flatten(1).to(summary.dtype))
+        return self.head(torch.cat(parts, dim=-1)).squeeze(-1)
 
 
 class MaskedLSTM(nn.Module):

@@ -24,3 +24,31 @@ def isolated_state_home(
     monkeypatch.delenv("ODDS_API_KEY", raising=False)
     monkeypatch.delenv("ODDS_FEED", raising=False)
     return home
+
+
+@pytest.fixture
+def alert_webhook(monkeypatch: pytest.MonkeyPatch):
+    """A webhook on 127.0.0.1 set as ALERT_WEBHOOK_URL; yields the JSON bodies it received."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received: list[dict] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("ALERT_WEBHOOK_URL", f"http://127.0.0.1:{server.server_port}/hook")
+    try:
+        yield received
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -9,29 +9,11 @@ from odds_pipeline_tests.mlflow_fixtures import mlflow_db_template, mlflow_store
 DAY = "2025-11-13"  # a day of the bundled NFL replay snapshots
 
 
-def test_replayed_polls_flow_by_themselves_to_an_arbitrage_alert_with_stakes(monkeypatch):
+def test_replayed_polls_flow_by_themselves_to_an_arbitrage_alert_with_stakes(alert_webhook):
     import json
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    received: list[dict] = []
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("ALERT_WEBHOOK_URL", f"http://127.0.0.1:{server.server_port}/hook")
-    try:
-        _poll_then_refresh()
-    finally:
-        server.shutdown()
+    _poll_then_refresh()
+    received = alert_webhook
     # The replayed day's third snapshot opens one actionable window (NFL, 2025-11-13 16:34).
     assert len(received) == 1
     text = json.dumps(received[0])

@@ -71,15 +71,6 @@ def paired(windows: pd.DataFrame) -> pd.DataFrame:
     return windows[windows["n_legs"] >= 2]
 
 
-@pytest.fixture
-def con():
-    connection = duckdb.connect(":memory:")
-    connection.execute("SET TimeZone='UTC'")
-    store.ensure_schema(connection)
-    yield connection
-    connection.close()
-
-
 def insert_quotes(con: duckdb.DuckDBPyConnection, rows: list[dict]) -> None:
     frame = pd.DataFrame(rows).assign(
         source="test",

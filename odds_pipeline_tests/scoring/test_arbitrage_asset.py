@@ -59,52 +59,33 @@ def test_windows_are_stored_by_day_with_stakes_and_kept_apart_with_reasons():
     assert windows["arb_ahead_score"].isna().all()  # no champion scores yet
 
 
-def test_new_windows_reach_the_alert_sink_once_with_their_stakes(monkeypatch):
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    received: list[dict] = []
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
-            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("ALERT_WEBHOOK_URL", f"http://127.0.0.1:{server.server_port}/hook")
+def test_new_windows_reach_the_alert_sink_once_with_their_stakes(alert_webhook):
+    received = alert_webhook
     scan_config = {
         "arbitrage_opportunities": {
             "config": {"staleness_seconds": 3600, "alert_max_age_minutes": 100000}
         },
     }
     resources = {"warehouse": WarehouseResource()}
-    try:
-        with dg.instance_for_test() as instance:
+    with dg.instance_for_test() as instance:
+        dg.materialize(
+            [simulated_market, canonical_odds_tables], instance=instance,
+            resources=resources, run_config={"ops": SIMULATED},
+        )  # fmt: skip
+        runs = [
             dg.materialize(
-                [simulated_market, canonical_odds_tables], instance=instance,
-                resources=resources, run_config={"ops": SIMULATED},
-            )  # fmt: skip
-            runs = [
-                dg.materialize(
-                    [arbitrage_opportunities], instance=instance, resources=resources,
-                    run_config={"ops": scan_config}, partition_key=day,
-                ).asset_materializations_for_node("arbitrage_opportunities")[0].metadata
-                for day in _simulated_days()
-            ]  # fmt: skip
-            sent = max(runs, key=lambda md: md["actionable_windows"].value)
-            day = next(d for d, md in zip(_simulated_days(), runs, strict=True) if md is sent)
-            again = dg.materialize(
                 [arbitrage_opportunities], instance=instance, resources=resources,
                 run_config={"ops": scan_config}, partition_key=day,
-            )  # fmt: skip
-            resent = again.asset_materializations_for_node("arbitrage_opportunities")[0].metadata
-    finally:
-        server.shutdown()
+            ).asset_materializations_for_node("arbitrage_opportunities")[0].metadata
+            for day in _simulated_days()
+        ]  # fmt: skip
+        sent = max(runs, key=lambda md: md["actionable_windows"].value)
+        day = next(d for d, md in zip(_simulated_days(), runs, strict=True) if md is sent)
+        again = dg.materialize(
+            [arbitrage_opportunities], instance=instance, resources=resources,
+            run_config={"ops": scan_config}, partition_key=day,
+        )  # fmt: skip
+        resent = again.asset_materializations_for_node("arbitrage_opportunities")[0].metadata
     n = sum(min(md["actionable_windows"].value, 20) for md in runs)
     assert sum(md["alerts_sent"].value for md in runs) == n == len(received) > 0
     assert resent["alerts_sent"].value == 0  # the same windows are not alerted twice

@@ -20,16 +20,6 @@ from odds_pipeline.scoring.arbitrage import (
 from odds_pipeline_tests.conftest import SHARED_DATA, needs_shared_data
 from odds_pipeline_tests.scoring.test_arbitrage import insert_quotes, q
 
-
-@pytest.fixture
-def db():
-    connection = duckdb.connect(":memory:")
-    connection.execute("SET TimeZone='UTC'")
-    store.ensure_schema(connection)
-    yield connection
-    connection.close()
-
-
 KEY = ["event_id", "market", "line", "opened_at", "n_legs"]
 COMPARED = [*KEY, "closed_at", "n_instants", "best_at", "best_margin", "stakes", "status", "reason"]
 
@@ -56,16 +46,16 @@ def _at(text: str) -> pd.Timestamp:
     return pd.Timestamp(text, tz="UTC")
 
 
-def test_a_window_open_across_midnight_belongs_to_the_day_it_opened(db):
+def test_a_window_open_across_midnight_belongs_to_the_day_it_opened(con):
     rows = [
         {**r, "observed_at": _at("2026-07-01 23:55")}
         for r in [q("A", "home", 2.10), q("A", "away", 1.70), q("B", "home", 1.75),
                   q("B", "away", 2.05)]
     ] + [{**q("A", "home", 1.80), "observed_at": _at("2026-07-02 00:10")}]  # fmt: skip
-    insert_quotes(db, rows)
+    insert_quotes(con, rows)
     config = ScanConfig(staleness_seconds=3600)
-    first = scan_day(db, config, "2026-07-01").windows
-    second = scan_day(db, config, "2026-07-02").windows
+    first = scan_day(con, config, "2026-07-01").windows
+    second = scan_day(con, config, "2026-07-02").windows
     paired = first[first["n_legs"] >= 2]
     assert len(paired) == 1
     assert paired["opened_at"].iloc[0] == _at("2026-07-01 23:55")
@@ -73,7 +63,7 @@ def test_a_window_open_across_midnight_belongs_to_the_day_it_opened(db):
     assert second[second["n_legs"] >= 2].empty  # not again as "opened at 00:00"
 
 
-def test_writing_a_day_replaces_that_day_only_and_twice_is_the_same(db):
+def test_writing_a_day_replaces_that_day_only_and_twice_is_the_same(con):
     days = {"2026-07-01": _at("2026-07-01 12:00"), "2026-07-02": _at("2026-07-02 12:00")}
     rows = [
         {**r, "observed_at": t, "event_id": f"e-{day}"}
@@ -81,41 +71,43 @@ def test_writing_a_day_replaces_that_day_only_and_twice_is_the_same(db):
         for r in [q("A", "home", 2.10), q("A", "away", 1.70), q("B", "home", 1.75),
                   q("B", "away", 2.05)]
     ]  # fmt: skip
-    insert_quotes(db, rows)
+    insert_quotes(con, rows)
     config = ScanConfig(staleness_seconds=3600)
     # A first day without windows (all-NULL columns) must not fix the table's types.
-    assert write_windows(db, scan_day(db, config, "2026-06-30").windows, day="2026-06-30").empty
+    assert write_windows(con, scan_day(con, config, "2026-06-30").windows, day="2026-06-30").empty
     for day in days:
-        write_windows(db, scan_day(db, config, day).windows, day=day)
-    table = db.execute("SELECT * FROM arbitrage_windows ORDER BY opened_at").df()
-    again = write_windows(db, scan_day(db, config, "2026-07-01").windows, day="2026-07-01")
-    after = db.execute("SELECT * FROM arbitrage_windows ORDER BY opened_at").df()
+        write_windows(con, scan_day(con, config, day).windows, day=day)
+    table = con.execute("SELECT * FROM arbitrage_windows ORDER BY opened_at").df()
+    again = write_windows(con, scan_day(con, config, "2026-07-01").windows, day="2026-07-01")
+    after = con.execute("SELECT * FROM arbitrage_windows ORDER BY opened_at").df()
     pd.testing.assert_frame_equal(table, after)
     assert set(table["opened_day"]) == set(days) and set(again["opened_day"]) == {"2026-07-01"}
-    assert window_keys(db, "2026-07-02") == {
+    assert window_keys(con, "2026-07-02") == {
         ("e-2026-07-02", "h2h", None, str(_at("2026-07-02 12:00")))
     }
     with pytest.raises(ValueError, match="another day"):
-        write_windows(db, scan_day(db, config, "2026-07-02").windows, day="2026-07-01")
+        write_windows(con, scan_day(con, config, "2026-07-02").windows, day="2026-07-01")
 
 
-def test_only_new_recent_actionable_windows_are_alerted(db):
+def test_only_new_recent_actionable_windows_are_alerted(con):
     rows = [
         {**r, "observed_at": t}
         for t in (_at("2026-07-01 10:00"), _at("2026-07-01 10:30"))
         for r in [q("A", "home", 2.10), q("A", "away", 1.70), q("B", "home", 1.75),
                   q("B", "away", 2.05)]
     ] + [{**q("A", "home", 1.80), "observed_at": _at("2026-07-01 10:05")}]  # fmt: skip
-    insert_quotes(db, rows)
+    insert_quotes(con, rows)
     written = write_windows(
-        db, scan_day(db, ScanConfig(staleness_seconds=600), "2026-07-01").windows, day="2026-07-01"
+        con,
+        scan_day(con, ScanConfig(staleness_seconds=600), "2026-07-01").windows,
+        day="2026-07-01",
     )
     actionable = written[written["status"] == "actionable"]
     assert len(actionable) == 2  # 10:00-10:05 and from 10:30
     recent = new_actionable_windows(written, set(), pd.Timedelta(minutes=15))
     assert [str(r["opened_at"]) for r in recent] == [str(_at("2026-07-01 10:30"))]
     assert (
-        new_actionable_windows(written, window_keys(db, "2026-07-01"), pd.Timedelta(days=1)) == []
+        new_actionable_windows(written, window_keys(con, "2026-07-01"), pd.Timedelta(days=1)) == []
     )
 
 

@@ -40,6 +40,7 @@ from odds_pipeline.market.quotes import ParseResult
 from odds_pipeline.monitoring.alerts import arbitrage_alert
 from odds_pipeline.scoring.arbitrage import (
     ScanConfig,
+    days_to_scan,
     legs_of,
     new_actionable_windows,
     scan_day,
@@ -111,11 +112,12 @@ def main() -> None:
                 _features(con, load)
                 clock.lap("features")
                 # What arbitrage_opportunities does for the poll's day partition.
-                day = t.strftime("%Y-%m-%d")
-                before = window_keys(con, day)
-                found = scan_day(con, scan_config, day, now=t)
-                written = write_windows(con, found.windows, day=day)
-                new = new_actionable_windows(written, before, pd.Timedelta(hours=1))
+                new = []
+                for day in days_to_scan(t.strftime("%Y-%m-%d"), t):
+                    before = window_keys(con, day)
+                    found = scan_day(con, scan_config, day, now=t)
+                    written = write_windows(con, found.windows, day=day)
+                    new += new_actionable_windows(written, before, pd.Timedelta(hours=1), t)
                 for w in new:
                     arbitrage_alert(w, legs_of(w))
                 clock.lap("scan_alert")

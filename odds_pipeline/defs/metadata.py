@@ -18,8 +18,8 @@ def markdown_table(frame: pd.DataFrame, columns: list[str] | None = None, rows: 
     return "\n".join(lines)
 
 
-# Days (UTC), from the oldest bundled history to the day after tomorrow (upcoming events of
-# the live feed): the serving assets and the Parquet lake.
+# Days (UTC), from the oldest bundled history to tomorrow (upcoming events of the live
+# feed): the serving assets and the Parquet lake.
 DAILY = dg.DailyPartitionsDefinition(start_date="2015-01-01", end_offset=2)
 # A range backfill of DAILY assets runs as one run (BackfillPolicy.single_run, which
 # `dagster asset materialize --partition-range` needs); its beta notice is not for users.

@@ -244,16 +244,11 @@ class ArbitrageScanConfig(dg.Config):
 MAX_ALERTS_PER_RUN = 20
 
 
-def _alert_new_windows(
-    context: dg.AssetExecutionContext, written: Any, before: set[tuple], config: Any
-) -> int:
-    """Each new, recent actionable window to the alert sink with its stakes; never fails."""
-    from datetime import timedelta
-
+def _alert_new_windows(context: dg.AssetExecutionContext, new: list[dict[str, Any]]) -> int:
+    """Each new window to the alert sink with its stakes; never fails the scan."""
     from odds_pipeline.monitoring.alerts import arbitrage_alert, sink_from_env
-    from odds_pipeline.scoring.arbitrage import legs_of, new_actionable_windows
+    from odds_pipeline.scoring.arbitrage import legs_of
 
-    new = new_actionable_windows(written, before, timedelta(minutes=config.alert_max_age_minutes))
     if not new:
         return 0
     try:
@@ -295,27 +290,43 @@ def arbitrage_opportunities(
     import numpy as np
     import pandas as pd
 
-    from odds_pipeline.scoring.arbitrage import scan_day, window_keys, write_windows
+    from odds_pipeline.scoring.arbitrage import (
+        days_to_scan,
+        feed_now,
+        new_actionable_windows,
+        scan_day,
+        window_keys,
+        write_windows,
+    )
     from odds_pipeline.scoring.predictions import ARBITRAGE_SCORES_TABLE
 
     try:
         scan_config = config.scan_config()
     except ValueError as exc:
         raise dg.Failure(description=f"invalid scan config: {exc}", allow_retries=False) from exc
+    max_age = timedelta(minutes=config.alert_max_age_minutes)
     days = context.partition_keys  # one day, or a backfill's range in one run
-    parts, reasons, read, bad_price, alerted = [], Counter(), 0, 0, 0
+    single = len(days) == 1
+    now = datetime.now(UTC)
+    parts, reasons, read, bad_price, new = [], Counter(), 0, 0, []
     with warehouse.store().connection() as con:
-        for day in days:
+        data_now = feed_now(con)
+        # A single-day run shortly after midnight also closes yesterday's open windows.
+        scanned = days_to_scan(days[0], now) if single else list(days)
+        for day in scanned:
             before = window_keys(con, day)
-            result = scan_day(con, scan_config, day, now=datetime.now(UTC))
+            result = scan_day(con, scan_config, day, now=now)
             written = write_windows(con, result.windows, ARBITRAGE_SCORES_TABLE, day=day)
-            parts.append(written)
             reasons.update(result.suspicious_by_reason())
             read += result.quotes_read
             bad_price += result.quotes_ignored_bad_price
-            # A backfill of a range re-finds old windows: alerts are for single-day runs.
-            if config.alert_new_windows and len(days) == 1:
-                alerted += _alert_new_windows(context, written, before, config)
+            # A range backfill re-finds old windows: alerts are for single-day runs, and
+            # only for windows opened within the max age of the newest quote.
+            if config.alert_new_windows and single:
+                new += new_actionable_windows(written, before, max_age, data_now)
+            if day in days:
+                parts.append(written)
+    alerted = _alert_new_windows(context, new)
     written = pd.concat(parts, ignore_index=True)
     actionable = written[written["status"] == "actionable"]
     durations = actionable["duration_seconds"].dropna().to_numpy(np.float64)
@@ -327,6 +338,7 @@ def arbitrage_opportunities(
         "quotes_read": dg.MetadataValue.int(int(read)),
         "quotes_ignored_bad_price": dg.MetadataValue.int(int(bad_price)),
         "days": dg.MetadataValue.int(len(days)),
+        "days_rescanned": dg.MetadataValue.text(", ".join(scanned)),
         "with_champion_score": dg.MetadataValue.int(int(written["arb_ahead_score"].notna().sum())),
         "alerts_sent": dg.MetadataValue.int(alerted),
     }

@@ -55,7 +55,9 @@ __all__ = [
     "REASONS",
     "ScanConfig",
     "ScanResult",
+    "days_to_scan",
     "ensure_removals_table",
+    "feed_now",
     "legs_of",
     "new_actionable_windows",
     "scan",
@@ -783,16 +785,17 @@ def window_keys(con: duckdb.DuckDBPyConnection, day: str | None = None) -> set[t
 
 
 def new_actionable_windows(
-    written: pd.DataFrame, before: set[tuple], max_age: timedelta
+    written: pd.DataFrame, before: set[tuple], max_age: timedelta, now: Any
 ) -> list[dict[str, Any]]:
-    """Actionable windows not in `before`, opened within `max_age` of the newest one seen:
-    what an alert sink should hear about after a scan (nothing twice, nothing stale)."""
+    """Actionable windows not in `before` that opened within `max_age` of `now`: what an
+    alert sink should hear about after a scan (nothing twice, nothing old). `now` is the
+    feed's clock (`feed_now`: the newest quote's time), so a backfill of a past day, or a
+    replay, alerts only what was news at the time of the newest data."""
     actionable = written[written["status"] == "actionable"]
-    if actionable.empty:
+    if actionable.empty or now is None:
         return []
-    newest = pd.to_datetime(actionable["closed_at"].fillna(actionable["opened_at"]), utc=True).max()
     opened = pd.to_datetime(actionable["opened_at"], utc=True)
-    recent = actionable[opened >= newest - pd.Timedelta(max_age)]
+    recent = actionable[opened >= _timestamp(now) - pd.Timedelta(max_age)]
     return [
         row
         for row in recent.to_dict("records")
@@ -804,6 +807,26 @@ def new_actionable_windows(
         )
         not in before
     ]
+
+
+def feed_now(con: duckdb.DuckDBPyConnection) -> pd.Timestamp | None:
+    """The newest quote's observed time: "now" as far as the data goes."""
+    if not table_exists(con, "odds_quotes"):
+        return None
+    value = con.execute("SELECT max(observed_at) FROM odds_quotes").fetchone()[0]
+    return None if value is None else _timestamp(value)
+
+
+def days_to_scan(
+    day: str, now: datetime | pd.Timestamp, grace: timedelta = DAY_SCAN_GRACE
+) -> list[str]:
+    """The partitions a run for `day` rescans: `day`, and the day before while `now` is
+    within `grace` of midnight (its windows may still be open: a live run of today must
+    close them, or they would stay `still_open` for good)."""
+    start = pd.Timestamp(day, tz="UTC")
+    if start <= _timestamp(now) < start + pd.Timedelta(grace):
+        return [(start - pd.Timedelta(days=1)).strftime("%Y-%m-%d"), day]
+    return [day]
 
 
 def _columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:
@@ -833,13 +856,15 @@ def write_windows(
     score = "NULL::DOUBLE AS arb_ahead_score, NULL::VARCHAR AS arb_ahead_model_version"
     join = ""
     if scores_table and table_exists(con, scores_table):
+        # The best champion score the pair had before the window opened (a score from
+        # after the opening would be hindsight), with that score's model version.
         score = "s.score AS arb_ahead_score, s.model_version AS arb_ahead_model_version"
-        join = f"""LEFT JOIN (
-            SELECT event_id, market, line, max(score) AS score, any_value(model_version)
-                AS model_version
-            FROM {scores_table} WHERE source = 'champion' GROUP BY ALL
-        ) s ON s.event_id = w.event_id AND s.market = w.market
-           AND s.line IS NOT DISTINCT FROM w.line"""
+        join = f"""LEFT JOIN LATERAL (
+            SELECT max(x.score) AS score, arg_max(x.model_version, x.score) AS model_version
+            FROM {scores_table} x
+            WHERE x.source = 'champion' AND x.event_id = w.event_id AND x.market = w.market
+              AND x.line IS NOT DISTINCT FROM w.line AND x.scored_instant < w.opened_at
+        ) s ON TRUE"""
     select = f"SELECT w.*, {score} FROM incoming w {join}"
     with transaction(con):
         if table_exists(con, WINDOWS_TABLE) and DAY_COLUMN not in _columns(con, WINDOWS_TABLE):

@@ -188,11 +188,19 @@ def _export_lake(args: argparse.Namespace) -> int:
                 print("error: give both --from and --to (YYYY-MM-DD)", file=sys.stderr)
                 return 2
             days = [d.strftime("%Y-%m-%d") for d in pd.date_range(args.day_from, args.day_to)]
+            if not days:
+                print(f"error: --from {args.day_from} is after --to {args.day_to}", file=sys.stderr)
+                return 2
         else:
             days = sorted({d for t in present for d in lake.days_in(con, t)})
         written = lake.export_days(con, root, days, present)
+        undated = {t: n for t in present if (n := lake.undated_rows(con, t))}
     rows = {table: sum(by_day.values()) for table, by_day in written.items()}
-    print(json.dumps({"root": str(root), "days": len(days), "rows": rows}))
+    print(
+        json.dumps(
+            {"root": str(root), "days": len(days), "rows": rows, "rows_without_day": undated}
+        )
+    )
     return 0
 
 

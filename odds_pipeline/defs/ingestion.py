@@ -553,6 +553,7 @@ def canonical_parquet(
     root = lake_dir()
     with warehouse.store().connection(read_only=True) as con:
         written = lake.export_days(con, root, context.partition_keys)
+        undated = {t: n for t in lake.LAKE_TABLES if (n := lake.undated_rows(con, t))}
     rows = {table: sum(days.values()) for table, days in written.items()}
     files = [
         lake.day_file(root, table, day)
@@ -564,6 +565,8 @@ def canonical_parquet(
         metadata={
             "dagster/row_count": dg.MetadataValue.int(rows.get("odds_quotes", 0)),
             "rows_by_table": dg.MetadataValue.json(rows),
+            # no timestamp, so no day: in the warehouse, not in the lake
+            "rows_without_day": dg.MetadataValue.json(undated),
             "days": dg.MetadataValue.int(len(context.partition_keys)),
             "files": dg.MetadataValue.int(len(files)),
             "megabytes": dg.MetadataValue.float(

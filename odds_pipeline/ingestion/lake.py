@@ -64,8 +64,9 @@ def export_days(
     """Write each table's rows of each day to its Parquet file, replacing the day's file.
 
     A day without rows removes its file (the warehouse no longer has that day). Returns
-    {table: {day: rows written}}. Reads one day at a time: its memory and time depend on
-    the day's rows, not on the history.
+    {table: {day: rows written}}. One day at a time: memory follows the day's rows (each
+    day's query still filters the whole table on its day column). Rows without a
+    timestamp have no day and are not exported: `undated_rows` counts them.
     """
     written: dict[str, dict[str, int]] = {}
     for table in tables:
@@ -96,6 +97,15 @@ def export_days(
             finally:
                 tmp.unlink(missing_ok=True)
     return written
+
+
+def undated_rows(con: duckdb.DuckDBPyConnection, table: str) -> int:
+    """Rows of `table` without the timestamp that names their day (e.g. a result with no
+    resolution time): kept in the warehouse, absent from the lake."""
+    if not table_exists(con, table):
+        return 0
+    column, _ = DAY_OF[table]
+    return int(con.execute(f"SELECT count(*) FROM {table} WHERE {column} IS NULL").fetchone()[0])
 
 
 def read_lake(

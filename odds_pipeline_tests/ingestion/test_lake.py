@@ -151,3 +151,15 @@ def test_the_asset_and_the_cli_write_the_same_lake(isolated_state_home, capsys):
     printed = json.loads(capsys.readouterr().out)
     assert printed["rows"]["odds_quotes"] == len(generated.quotes)
     assert _digest(isolated_state_home / "cli_lake") == by_asset
+
+
+def test_rows_without_a_timestamp_are_counted_not_lost_silently(warehouse, tmp_path, capsys):
+    from odds_pipeline.cli import main
+
+    with warehouse.connection() as con:
+        con.execute("UPDATE results SET resolved_at = NULL WHERE event_id IN "
+                    "(SELECT event_id FROM results ORDER BY event_id LIMIT 2)")  # fmt: skip
+        assert lake.undated_rows(con, "results") == 2
+        assert lake.undated_rows(con, "odds_quotes") == 0
+    assert main(["export-lake", "--from", "2024-01-03", "--to", "2024-01-01"]) == 2
+    assert "after --to" in capsys.readouterr().err

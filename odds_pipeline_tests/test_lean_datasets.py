@@ -224,3 +224,29 @@ def test_training_from_memory_mapped_arrays_equals_in_memory(in_memory, mapped, 
         assert torch.equal(state_a[k], state_b[k]), k
     np.testing.assert_array_equal(p_a, p_b)
     assert res_a.best_epoch == res_b.best_epoch
+
+
+def test_a_failed_streamed_build_raises_its_own_error_and_leaves_no_partial_files(
+    store_path, tmp_path, monkeypatch
+):
+    """Before: closing the writers in `finally` replaced the error with "k of N rows written"
+    and left .npy files whose headers claimed the full shape."""
+    real = D._pair_chunk
+    calls = {"n": 0}
+
+    def failing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise MemoryError("out of memory in chunk 2")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(D, "_pair_chunk", failing)
+    out = tmp_path / "arrays"
+    con = connect(store_path, read_only=True)
+    try:
+        with pytest.raises(MemoryError, match="chunk 2"):
+            D.build_arbitrage_pair_sequences(con, PAIRS, chunk_samples=400, out_dir=out)
+    finally:
+        con.close()
+    assert calls["n"] == 2
+    assert sorted(p.name for p in out.rglob("*.npy")) == []

@@ -551,6 +551,14 @@ class _NpyWriter:
         if self.rows != self.shape[0]:
             raise ValueError(f"{self.path.name}: {self.rows} of {self.shape[0]} rows written")
 
+    def discard(self) -> None:
+        """After a failed build: close without the row check and delete the partial file
+        (its header claims the full shape)."""
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+        self.path.unlink(missing_ok=True)
+
 
 def _load_npy(path: Path, mmap_mode: bool) -> np.ndarray:
     """A ``.npy`` file read-only memory-mapped (``mmap_mode``; empty arrays are read)."""
@@ -1196,8 +1204,10 @@ def build_arbitrage_pair_sequences(
                     out.add(_pair_chunk(store, seq, lo, hi, T, names, config))
                     del seq
                 arrays = out.finish()
-            finally:
-                out.close()
+            except BaseException:
+                out.discard()  # the build's own error, not "k of N rows written"
+                raise
+            out.close()
         finally:
             c.execute("DROP TABLE IF EXISTS _ds_steps")
             c.execute("DROP TABLE IF EXISTS _ds_samples")
@@ -1345,6 +1355,10 @@ class _PairArrays:
     def close(self) -> None:
         for w in self.writers.values():
             w.close()
+
+    def discard(self) -> None:
+        for w in self.writers.values():
+            w.discard()
 
 
 def _recent_slope(values: np.ndarray, times: np.ndarray, seq_len: np.ndarray, k: int) -> np.ndarray:

@@ -22,12 +22,8 @@ from typing import Any
 
 import pandas as pd
 from _common import emit
+from bench_live_path import _features  # the live chain's incremental features, one home
 
-from odds_pipeline.features.compute import (
-    compute_market_features,
-    compute_pair_features,
-    compute_quote_features,
-)
 from odds_pipeline.ingestion.sources import simulator
 from odds_pipeline.ingestion.store import LoadWriter, OddsStore
 from odds_pipeline.market.quotes import ParseResult
@@ -54,13 +50,6 @@ class _Timed:
 
 class _Undo(Exception):
     pass
-
-
-def _features(con: Any, load_id: str) -> None:
-    where = f"load_id = '{load_id}'"
-    compute_quote_features(con, where=where)
-    compute_market_features(con, where=where)
-    compute_pair_features(con, where=where)
 
 
 def main() -> None:

@@ -329,6 +329,7 @@ def _backtest(args: argparse.Namespace) -> int:
     from odds_pipeline.backtest.simulate import BacktestConfig, predictions_frame, run_backtest
     from odds_pipeline.ingestion.store import OddsStore
     from odds_pipeline.paths import warehouse_path
+    from odds_pipeline.scoring.arbitrage import stored_windows
     from odds_pipeline.warehouse import table_exists
 
     config = BacktestConfig(
@@ -348,11 +349,7 @@ def _backtest(args: argparse.Namespace) -> int:
         champion = predictions_frame(con, "model_probability", source="champion")
         if len(champion):
             probabilities["lstm_champion"] = champion
-        windows = (
-            con.execute("SELECT * FROM arbitrage_windows").df()
-            if table_exists(con, "arbitrage_windows")
-            else None
-        )
+        windows = stored_windows(con)
         result = run_backtest(con, probabilities, windows, config)
     print(json.dumps(result.summary(), indent=2, default=str))
     return 0

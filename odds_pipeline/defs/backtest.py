@@ -60,6 +60,7 @@ def backtest_report(
     from odds_pipeline.backtest.plots import equity_and_drawdown_png
     from odds_pipeline.backtest.simulate import BacktestConfig, predictions_frame, run_backtest
     from odds_pipeline.paths import reports_dir
+    from odds_pipeline.scoring.arbitrage import stored_windows
     from odds_pipeline.training import tracking
     from odds_pipeline.warehouse import table_exists, transaction
 
@@ -93,11 +94,7 @@ def backtest_report(
                 oracle = oracle[oracle["probability"].notna()]
                 if len(oracle):
                     probabilities["oracle"] = oracle
-        windows = (
-            con.execute("SELECT * FROM arbitrage_windows").df()
-            if table_exists(con, "arbitrage_windows")
-            else None
-        )
+        windows = stored_windows(con)
         if not probabilities and windows is None:
             return dg.MaterializeResult(
                 metadata={"status": dg.MetadataValue.text("nothing scored or scanned yet")}

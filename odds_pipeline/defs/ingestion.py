@@ -7,7 +7,7 @@ Each asset is a thin wrapper: parse with the source's pure adapter
 import gzip
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC
 from pathlib import Path
@@ -239,19 +239,7 @@ def odds_api_live(
 
     day = context.partition_key
     raw_dir = live_raw_dir(day)
-    polled = odds_feed.polls_day(day)
-    quota: dict[str, object] = {}
-    if not polled:
-        context.log.info(f"{day} is not today (UTC): reloading its saved responses, no poll")
-    feed = odds_feed.get_feed() if polled else None
-    for sport in odds_feed.sports if feed is not None else []:
-        try:
-            response = feed.fetch_odds(sport)
-        except odds_api.FeedAuthError as exc:
-            raise dg.Failure(description=str(exc), allow_retries=False) from exc
-        save_raw_response(raw_dir, sport, response)
-        quota[sport] = dict(response.quota)
-        context.log.info(f"polled {sport}: {len(response.payload)} events, quota {response.quota}")
+    polled, quota = _poll_day(context, odds_feed, raw_dir, odds_feed.get_feed().fetch_odds)
 
     files = sorted(raw_dir.glob("*.json.gz"))
     with failing_clearly("odds_api_live"):
@@ -266,6 +254,36 @@ def odds_api_live(
     metadata["raw_responses"] = dg.MetadataValue.int(len(per_file_ids))
     metadata["load_id"] = dg.MetadataValue.text(load_id)
     return dg.MaterializeResult(metadata=metadata)
+
+
+def _poll_day(
+    context: dg.AssetExecutionContext,
+    odds_feed: OddsFeedResource,
+    raw_dir: Path,
+    fetch: Callable[[str], Any],
+) -> tuple[bool, dict[str, object]]:
+    """Today's partition asks `fetch` once per configured sport and keeps each raw response
+    in `raw_dir`; another day's polls nothing (its saved responses are reloaded). Returns
+    (polled, quota per sport). A rate limit or outage is raised for the retry policy; any
+    other feed error (refused key, unknown sport) fails the run without retries."""
+    from odds_pipeline.ingestion.sources import odds_api
+
+    day = context.partition_key
+    if not odds_feed.polls_day(day):
+        context.log.info(f"{day} is not today (UTC): reloading its saved responses, no poll")
+        return False, {}
+    quota: dict[str, object] = {}
+    for sport in odds_feed.sports:
+        try:
+            response = fetch(sport)
+        except odds_api.TransientFeedError:
+            raise  # rate limit or outage: the retry policy tries again later
+        except odds_api.FeedError as exc:  # retrying cannot help
+            raise dg.Failure(description=str(exc), allow_retries=False) from exc
+        save_raw_response(raw_dir, sport, response)
+        quota[sport] = dict(response.quota)
+        context.log.info(f"polled {sport}: {len(response.payload)} events, quota {response.quota}")
+    return True, quota
 
 
 def save_raw_response(raw_dir: Path, sport: str, response: Any) -> Path:
@@ -314,26 +332,15 @@ def odds_api_scores(
     warehouse: WarehouseResource,
     odds_feed: OddsFeedResource,
 ) -> dg.MaterializeResult:
-    from odds_pipeline.ingestion.sources import odds_api, odds_api_scores
+    from odds_pipeline.ingestion.sources import odds_api_scores
 
     day = context.partition_key
     raw_dir = state_home() / "raw" / "odds_api_scores" / day
     raw_dir.mkdir(parents=True, exist_ok=True)
-    polled = odds_feed.polls_day(day)
-    quota: dict[str, object] = {}
-    if not polled:
-        context.log.info(f"{day} is not today (UTC): reloading its saved responses, no poll")
-    feed = odds_feed.get_scores_feed() if polled else None
-    for sport in odds_feed.sports if feed is not None else []:
-        try:
-            response = feed.scores(sport, config.days_from)
-        except odds_api.TransientFeedError:
-            raise  # rate limit or outage: the retry policy tries again later
-        except odds_api.FeedError as exc:  # refused key, unknown sport: retrying cannot help
-            raise dg.Failure(description=str(exc), allow_retries=False) from exc
-        save_raw_response(raw_dir, sport, response)
-        quota[sport] = dict(response.quota)
-        context.log.info(f"polled {sport} scores: {len(response.payload)} events")
+    feed = odds_feed.get_scores_feed()
+    polled, quota = _poll_day(
+        context, odds_feed, raw_dir, lambda sport: feed.scores(sport, config.days_from)
+    )
 
     # Every response of the day, oldest first per sport: a later snapshot's result wins, and
     # a result stays when it has left the daysFrom window of later polls.

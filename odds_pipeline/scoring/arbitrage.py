@@ -63,6 +63,7 @@ __all__ = [
     "scan",
     "scan_day",
     "scan_frame",
+    "stored_windows",
     "window_keys",
     "write_windows",
 ]
@@ -827,6 +828,13 @@ def days_to_scan(
     if start <= _timestamp(now) < start + pd.Timedelta(grace):
         return [(start - pd.Timedelta(days=1)).strftime("%Y-%m-%d"), day]
     return [day]
+
+
+def stored_windows(con: duckdb.DuckDBPyConnection) -> pd.DataFrame | None:
+    """Every stored window (all day partitions), or None before the first scan."""
+    if not table_exists(con, WINDOWS_TABLE):
+        return None
+    return con.execute(f"SELECT * FROM {WINDOWS_TABLE}").df()
 
 
 def _columns(con: duckdb.DuckDBPyConnection, table: str) -> set[str]:

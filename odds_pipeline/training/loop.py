@@ -439,6 +439,18 @@ def _fit(
     )
     generator = torch.Generator().manual_seed(config.seed)
 
+    def validation_loss() -> float:
+        return _mean_loss(
+            model,
+            val_t,
+            criterion=criterion,
+            input_fn=input_fn,
+            label_key=label_key,
+            batch_size=max(config.batch_size, 1024),
+            device=device,
+            amp=amp,
+        )
+
     def selection(val_loss: float) -> tuple[float, dict[str, float]]:
         """(value to minimise, extra metrics) for the epoch just validated."""
         if select_metric == "val_loss":
@@ -452,16 +464,7 @@ def _fit(
     stop_reason = "completed"
     initial_val = None
     if config.keep_initial:
-        initial_val = best_val = _mean_loss(
-            model,
-            val_t,
-            criterion=criterion,
-            input_fn=input_fn,
-            label_key=label_key,
-            batch_size=max(config.batch_size, 1024),
-            device=device,
-            amp=amp,
-        )
+        initial_val = best_val = validation_loss()
         best_key = selection(initial_val)[0]
         best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     for epoch in range(1, config.epochs + 1):
@@ -491,16 +494,7 @@ def _fit(
                 f"training loss is {train_loss} at epoch {epoch} (lr {config.lr}): "
                 "check the inputs for NaN/inf or lower the learning rate"
             )
-        val_loss = _mean_loss(
-            model,
-            val_t,
-            criterion=criterion,
-            input_fn=input_fn,
-            label_key=label_key,
-            batch_size=max(config.batch_size, 1024),
-            device=device,
-            amp=amp,
-        )
+        val_loss = validation_loss()
         key, extra = selection(val_loss)
         if key < best_key - config.min_delta:
             best_key, best_val, best_epoch, bad_epochs = key, val_loss, epoch, 0

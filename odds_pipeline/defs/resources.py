@@ -125,19 +125,17 @@ class ReplayOddsFeedResource(OddsFeedResource):
 
     advance_across_runs: bool = Field(
         default=True,
-        description="Each run's poll gets the next saved snapshot (as a live feed moves on); the "
-        "position is kept in $ODDS_PIPELINE_HOME/raw/replay_positions.json. Off: every run "
-        "starts from the first snapshot.",
+        description="Each run's poll (odds and scores) gets the next saved snapshot, as a live "
+        "feed moves on; the position is kept in $ODDS_PIPELINE_HOME/raw/replay_positions.json. "
+        "Off: every run starts from the first snapshot.",
     )
 
     def get_feed(self):
         from odds_pipeline.ingestion.sources import expand_paths
         from odds_pipeline.ingestion.sources.odds_api import ReplayFeed
 
-        positions = state_home() / "raw" / "replay_positions.json"
         return ReplayFeed(
-            expand_paths(self.paths, base=PROJECT_ROOT),
-            position_file=positions if self.advance_across_runs else None,
+            expand_paths(self.paths, base=PROJECT_ROOT), position_file=self._positions()
         )
 
     scores_paths: list[str] = Field(
@@ -149,7 +147,13 @@ class ReplayOddsFeedResource(OddsFeedResource):
         from odds_pipeline.ingestion.sources import expand_paths
         from odds_pipeline.ingestion.sources.odds_api_scores import ReplayScoresFeed
 
-        return ReplayScoresFeed(expand_paths(self.scores_paths, base=PROJECT_ROOT))
+        return ReplayScoresFeed(
+            expand_paths(self.scores_paths, base=PROJECT_ROOT), position_file=self._positions()
+        )
+
+    def _positions(self):
+        """Where the replays keep their place across runs (None: every run starts over)."""
+        return state_home() / "raw" / "replay_positions.json" if self.advance_across_runs else None
 
 
 def default_odds_feed() -> OddsFeedResource:

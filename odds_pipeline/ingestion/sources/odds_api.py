@@ -1556,8 +1556,7 @@ class ReplayFeed(OddsFeed):
         self._responses: dict[str, list[FeedResponse]] | None = None
         # With a position file the replay moves on across processes (each run's poll gets
         # the next snapshot, as a live feed would); without, every new feed starts over.
-        self._position_file = Path(position_file) if position_file is not None else None
-        self._position: dict[str, int] = _read_positions(self._position_file)
+        self._cursor = ReplayCursor(position_file)
         self._sports = tuple(sports) if sports is not None else None
 
     def __repr__(self) -> str:
@@ -1620,11 +1619,26 @@ class ReplayFeed(OddsFeed):
                 request=f"replay: no saved {sport}",
                 odds_format=self.odds_format,
             )
-        pos = min(self._position.get(sport, 0), len(items) - 1)
-        self._position[sport] = min(pos + 1, len(items) - 1)
-        if self._position_file is not None:
-            _write_positions(self._position_file, self._position)
-        return items[pos]
+        return items[self._cursor.take(sport, len(items))]
+
+
+class ReplayCursor:
+    """Which saved response a replay serves next, per key (a sport). With a position file
+    the replay moves on across processes (each run's poll gets the next snapshot, as a live
+    feed would); without, every new feed starts over. Past the last response it stays there
+    (a book that stopped moving)."""
+
+    def __init__(self, position_file: str | Path | None = None) -> None:
+        self._file = Path(position_file) if position_file is not None else None
+        self._next = _read_positions(self._file)
+
+    def take(self, key: str, n: int) -> int:
+        """The index to serve now out of `n` saved responses (n >= 1)."""
+        pos = min(self._next.get(key, 0), n - 1)
+        self._next[key] = min(pos + 1, n - 1)
+        if self._file is not None:
+            _write_positions(self._file, self._next)
+        return pos
 
 
 def _read_positions(path: Path | None) -> dict[str, int]:

@@ -53,6 +53,7 @@ import pandas as pd
 from odds_pipeline.ingestion.sources.odds_api import (
     MAX_SCORES_DAYS_FROM,
     FeedResponse,
+    ReplayCursor,
     check_days_from,
     event_id_of,
     read_documents,
@@ -426,12 +427,13 @@ class ReplayScoresFeed:
         *,
         sports: Sequence[str] | None = None,
         clock: Callable[[], pd.Timestamp] = _utc_now,
+        position_file: str | Path | None = None,
     ) -> None:
         self.paths = [Path(paths)] if isinstance(paths, str | Path) else [Path(p) for p in paths]
         self._clock = clock
         self._sports = tuple(sports) if sports is not None else None
         self._responses: dict[str, list[FeedResponse]] | None = None
-        self._position: dict[str, int] = {}
+        self._cursor = ReplayCursor(position_file)
 
     def __repr__(self) -> str:
         return f"ReplayScoresFeed(paths={[str(p) for p in self.paths]!r})"
@@ -483,9 +485,7 @@ class ReplayScoresFeed:
             return FeedResponse(
                 sport=sport, payload=[], received_at=self._clock(), request=f"replay: no {sport}"
             )
-        pos = self._position.get(sport, 0)
-        self._position[sport] = min(pos + 1, len(items) - 1)
-        saved = items[pos]
+        saved = items[self._cursor.take(f"scores:{sport}", len(items))]
         oldest = pd.Timestamp(saved.received_at) - pd.Timedelta(days=days)
 
         def within(ev: dict[str, Any]) -> bool:

@@ -278,6 +278,15 @@ def test_replay_serves_snapshots_in_order_then_stays_on_the_last(tmp_path: Path)
     feed = ReplayScoresFeed([late, early])
     seen = [feed.scores(NFL).payload[0]["completed"] for _ in range(3)]
     assert seen == [False, True, True]
+    # With a position file each new feed (each run) moves on, sharing the odds replay's file.
+    positions = tmp_path / "positions.json"
+    positions.write_text(json.dumps({NFL: 7}))  # the odds replay's place: a separate key
+    runs = [
+        ReplayScoresFeed([late, early], position_file=positions).scores(NFL).payload[0]
+        for _ in range(2)
+    ]
+    assert [r["completed"] for r in runs] == [False, True]
+    assert json.loads(positions.read_text())[NFL] == 7
 
 
 # --------------------------------------------------------------------------- live client

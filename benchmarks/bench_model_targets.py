@@ -92,7 +92,14 @@ from odds_pipeline.ingestion.sources.simulator import SimulatorConfig, generate
 from odds_pipeline.ingestion.store import OddsStore
 from odds_pipeline.training.evaluation import binary_metrics
 
-PARTS = ("lstm-epl", "lstm-sim", "transformer-sim", "transformer-real", "determinism")
+PARTS = (
+    "lstm-epl",
+    "lstm-epl-walk",
+    "lstm-sim",
+    "transformer-sim",
+    "transformer-real",
+    "determinism",
+)
 RULES = {"sum_now": "implied_sum_last", "sum_min": "implied_sum_min", "slope": "implied_sum_slope"}
 
 
@@ -658,10 +665,11 @@ def _shifted_channels(arrays: dict, names: list[str], limit: float = 3.0) -> dic
     return out
 
 
-def part_lstm_epl(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+def _epl_dataset(args: argparse.Namespace, root: Path) -> tuple[Any, dict[str, Any], OddsStore]:
+    """Every EPL season loaded, features, the LSTM dataset (+ closing prices): (ds, info, store)."""
     paths = sorted((SHARED_DATA / "football-data" / "E0").glob("E0_*.csv"))
     if not paths:
-        return {"skipped": f"no EPL files under {SHARED_DATA / 'football-data' / 'E0'}"}
+        return None, {"skipped": f"no EPL files under {SHARED_DATA / 'football-data' / 'E0'}"}, None
     store = OddsStore(root / "epl.duckdb")
     start = time.perf_counter()
     per_load = {load_id_for("football_data", p): football_data.parse_file(p) for p in paths}
@@ -691,7 +699,178 @@ def part_lstm_epl(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         "config": {"decision_offset_hours": cfg.decision_offset_hours, "sides": cfg.sides},
     }
     _log(f"EPL dataset {len(ds)} rows")
+    return ds, out, store
+
+
+def part_lstm_epl(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    ds, out, _ = _epl_dataset(args, root)
+    if ds is None:
+        return out
     out.update(_lstm_report(ds, (args.val_from, args.test_from), args))
+    return out
+
+
+def _season_start(commence: pd.Series) -> np.ndarray:
+    """Football season of each kickoff, by its starting year (a season runs July to June)."""
+    t = pd.to_datetime(commence, utc=True)
+    return np.where(t.dt.month >= 7, t.dt.year, t.dt.year - 1).astype(int)
+
+
+def _elo_difference(con, k: float = 20.0, home_edge: float = 60.0) -> dict[str, float]:
+    """Goal-weighted Elo: home rating minus away rating before each event, in rating points.
+
+    Point in time: a result updates the ratings only once its ``resolved_at`` is at or
+    before the kickoff being rated, so matches played at the same time never see each
+    other. A reference built from results alone (information the odds may not carry).
+    """
+    rows = con.execute(
+        """
+        SELECT e.event_id, e.commence_time, e.home_team, e.away_team,
+               r.home_score, r.away_score, r.resolved_at
+        FROM events e LEFT JOIN results r USING (event_id)
+        ORDER BY e.commence_time, e.event_id
+        """
+    ).df()
+    done = rows.dropna(subset=["home_score", "away_score", "resolved_at"]).sort_values(
+        "resolved_at", kind="stable"
+    )
+    pending = list(done.itertuples(index=False))
+    rating: dict[str, float] = {}
+    before: dict[str, float] = {}
+    applied = 0
+    for ev in rows.itertuples(index=False):
+        while applied < len(pending) and pending[applied].resolved_at <= ev.commence_time:
+            r = pending[applied]
+            a, b = rating.get(r.home_team, 1500.0), rating.get(r.away_team, 1500.0)
+            expected = 1.0 / (1.0 + 10 ** (-(a + home_edge - b) / 400))
+            diff = r.home_score - r.away_score
+            score = 1.0 if diff > 0 else 0.5 if diff == 0 else 0.0
+            step = k * (1.0 + math.log1p(abs(diff))) * (score - expected)
+            rating[r.home_team], rating[r.away_team] = a + step, b - step
+            applied += 1
+        before[ev.event_id] = rating.get(ev.home_team, 1500.0) - rating.get(ev.away_team, 1500.0)
+    return before
+
+
+# Channels of the last step a bookmaker-savvy user could add to the market price: the
+# consensus of the other books, how far retail is from sharp, their spread, the best price.
+BOOK_CHANNELS = ("consensus_prob", "retail_minus_sharp", "odds_std", "best_price", "n_books")
+
+
+def _reference_designs(ds: D.SequenceDataset, elo: dict[str, float]) -> dict[str, np.ndarray]:
+    """Design matrices of the logistic references (fit on everything before a test season)."""
+    meta = ds.meta
+    market = _market_design(meta)
+    last = ds.x[np.arange(len(ds)), np.maximum(ds.mask.sum(1) - 1, 0)]
+    book = np.c_[tuple(last[:, ds.feature_names.index(c)] for c in BOOK_CHANNELS)]
+    consensus = np.clip(np.nan_to_num(book[:, 0], nan=0.5), 1e-6, 1 - 1e-6)
+    side = meta["side"].to_numpy(dtype=object)
+    rating = meta["event_id"].map(elo).to_numpy(np.float64) / 400.0
+    rating = np.where(side == "home", rating, np.where(side == "away", -rating, 0.0))
+    return {
+        "market_recalibrated": market,
+        "market_and_books": np.c_[market, np.log(consensus / (1 - consensus)), book[:, 1:]],
+        "market_and_elo": np.c_[market, rating],
+    }
+
+
+def part_lstm_epl_walk(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    """Walk-forward on EPL: one fold per test season, trained on every earlier season.
+
+    Fold for season S: train = seasons before S - ``--walk-val-seasons``, validation = the
+    ``--walk-val-seasons`` seasons before S (early stopping and the Platt calibration),
+    test = season S. Test rows of all folds are pooled (each scored by its own fold's
+    model) and judged as the single split is: Brier ratios with the event bootstrap,
+    against the market at the decision and the closing price, ECE, the quality gates.
+    References fit by logistic regression on every season before S (train + validation):
+    the market recalibrated, + the other books' channels, + an Elo rating from results:
+    what the information at hand allows beyond the market, without a network.
+    """
+    ds, out, store = _epl_dataset(args, root)
+    if ds is None:
+        return out
+    with store.connection() as con:
+        elo = _elo_difference(con)
+    designs = _reference_designs(ds, elo)
+    seasons = _season_start(ds.meta["commence_time"])
+    first, last = (int(v) for v in args.walk_test_seasons.split("-"))
+    gap = args.walk_val_seasons
+    y_all = ds.y.astype(np.float64)
+    market_all = ds.meta["market_prob"].to_numpy(np.float64)
+    pooled: dict[str, list[np.ndarray]] = {}
+    folds = []
+    for season in range(first, last + 1):
+        keep = seasons <= season
+        fold_ds = ds.subset(keep)
+        cuts = (f"{season - gap}-07-01", f"{season}-07-01")
+        splits = _split(fold_ds, cuts, args.train_from)
+        arrays = _lstm_arrays(splits)
+        _log(f"walk-forward fold {season}: train {len(splits['train'])} rows")
+        res_fit, p, info = _train("lstm", len(ds.feature_names), arrays, args)
+        test_rows = np.flatnonzero(keep)[seasons[keep] == season]
+        before = np.flatnonzero(seasons < season)
+        fitted = np.isfinite(market_all[before])
+        forecasts = {"model": p}
+        p_uncal = _uncalibrated(res_fit, arrays)
+        if p_uncal is not None:
+            forecasts["model_uncalibrated"] = p_uncal
+        for name, X in designs.items():
+            fit_ref = _logreg(X[before][fitted], y_all[before][fitted])
+            forecasts[name] = fit_ref(X[test_rows])
+        y, market = y_all[test_rows], market_all[test_rows]
+        rows = np.isfinite(market)
+        brier_market = float(np.mean((market[rows] - y[rows]) ** 2))
+        folds.append(
+            _r(
+                {
+                    "test_season": f"{season}/{season + 1}",
+                    "splits": _split_summary(splits),
+                    "best_epoch": info["best_epoch"],
+                    "calibration": res_fit.calibration,
+                    "brier_market_at_decision": brier_market,
+                    "brier_ratio_vs_market_at_decision": {
+                        k: float(np.mean((f[rows] - y[rows]) ** 2)) / brier_market
+                        for k, f in forecasts.items()
+                    },
+                }
+            )
+        )
+        for k, v in {**forecasts, "y": y, "market": market, "rows": test_rows}.items():
+            pooled.setdefault(k, []).append(np.asarray(v))
+        last_train_y = splits["train"].y
+    cat = {k: np.concatenate(v) for k, v in pooled.items()}
+    y, market, idx = cat.pop("y"), cat.pop("market"), cat.pop("rows")
+    events = ds.meta["event_id"].to_numpy(dtype=object)[idx]
+    closing = ds.meta["closing_prob"].to_numpy(np.float64)[idx]
+    rows = np.isfinite(market)
+    out["folds"] = folds
+    out["pooled_test"] = {
+        "seasons": f"{first}/{first + 1} to {last}/{last + 1}",
+        "rows": int(rows.sum()),
+        "events": int(len(np.unique(events[rows]))),
+        "market_definitions": MARKET_DEFINITIONS,
+    }
+    out["brier_ratio_vs_market_at_decision"] = {
+        k: _ratio_ci(y[rows], f[rows], market[rows], events[rows]) for k, f in cat.items()
+    }
+    has_close = rows & np.isfinite(closing)
+    out["brier_ratio_vs_market_closing"] = {
+        k: _ratio_ci(y[has_close], f[has_close], closing[has_close], events[has_close])
+        for k, f in {**cat, "market_at_decision": market}.items()
+    }
+    out["ece_10"] = {
+        k: _ece_report(y[rows], f[rows], events[rows])
+        for k, f in {"model": cat["model"], "market_at_decision": market}.items()
+    }
+    head = out["brier_ratio_vs_market_at_decision"]["model"]
+    out["target"] = {
+        "brier_ratio_vs_market_at_decision_upper_le_1_00": head["ci95"][1] <= 1.0,
+        "ratio": head["ratio"],
+        "ci95": head["ci95"],
+    }
+    out["quality_gates"] = _gates(
+        y[rows], cat["model"][rows], market[rows], events[rows], "brier", "market", last_train_y
+    )
     return out
 
 
@@ -1087,6 +1266,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "lstm-epl": dict(
         epochs=30, patience=5, batch_size=256, lr=1e-3, hidden=32, num_layers=2, dropout=0.2
     ),
+    "lstm-epl-walk": dict(
+        epochs=30, patience=5, batch_size=256, lr=1e-3, hidden=32, num_layers=2, dropout=0.2
+    ),
     "lstm-sim": dict(
         epochs=30,
         patience=5,
@@ -1142,6 +1324,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 REAL_CUT_STRIDE = {"mlb": 16, "wnba": 4}
 RUNNERS = {
     "lstm-epl": part_lstm_epl,
+    "lstm-epl-walk": part_lstm_epl_walk,
     "lstm-sim": part_lstm_sim,
     "transformer-sim": part_transformer_sim,
     "transformer-real": part_transformer_real,
@@ -1197,6 +1380,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (transformer)")
     parser.add_argument("--val-from", default="2019-07-01", help="EPL validation start")
     parser.add_argument("--test-from", default="2021-07-01", help="EPL test start")
+    parser.add_argument(
+        "--walk-test-seasons",
+        default="2015-2022",
+        help="lstm-epl-walk: first-last test season (by starting year), one fold each",
+    )
+    parser.add_argument(
+        "--walk-val-seasons", type=int, default=1, help="lstm-epl-walk: validation seasons"
+    )
     parser.add_argument("--decision-offset-hours", type=float, default=1.0, help="EPL decision")
     parser.add_argument("--sides", default="home,away", help="EPL sides (add draw for 3-way)")
     parser.add_argument("--leagues", default="mlb,wnba", help="change logs for transformer-real")

@@ -122,6 +122,10 @@ class TrainConfig:
     # Models with ``set_calibration`` (the market-residual LSTM) get a Platt fit of their
     # output logit on the validation window after training (never on test).
     calibrate: bool = True
+    # ... applied only when a likelihood-ratio test against the identity rejects at this
+    # level (None: always applied). One season of EPL moves the Platt slope by +-0.2 by
+    # chance; applying every such fit cost 0.6% Brier on eight walk-forward test seasons.
+    calibration_alpha: float | None = 0.05
     # Epoch 0 competes in early stopping: the initial weights are kept when no epoch beats
     # them on validation. For a model that starts as its baseline (the market-residual
     # LSTM starts as the market) training can then never return something worse than the
@@ -533,7 +537,9 @@ def _fit(
     model.eval()
     calibration = None
     if config.calibrate and callable(getattr(model, "set_calibration", None)):
-        calibration = _calibrate(model, val_t, input_keys, label_key, device, amp)
+        calibration = _calibrate(
+            model, val_t, input_keys, label_key, device, amp, config.calibration_alpha
+        )
     return TrainResult(
         model=model,
         history=history,
@@ -615,6 +621,38 @@ def _bce(logits: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(np.logaddexp(0.0, logits) - y * logits))
 
 
+def choose_calibration(logits: Any, y: Any, alpha: float | None = 0.05) -> dict[str, float]:
+    """Platt fit of validation logits, kept only when the data show it beats the identity.
+
+    The likelihood-ratio statistic 2 * (LL(fit) - LL(identity)) is chi-square with 2
+    degrees of freedom when the identity is right; below the ``alpha`` critical value the
+    fit is noise of this validation window and the identity (1, 0) is returned instead.
+    ``fitted_*`` always hold the fit; ``slope``/``intercept`` are what is applied.
+    """
+    from scipy.stats import chi2
+
+    z = np.asarray(logits, dtype=np.float64)
+    t = np.asarray(y, dtype=np.float64)
+    fitted = fit_platt(z, t)
+    before = _bce(z, t)
+    after = _bce(fitted[0] * z + fitted[1], t)
+    statistic = max(0.0, 2.0 * len(z) * (before - after))
+    p_value = float(chi2.sf(statistic, df=2))
+    applied = alpha is None or p_value < alpha
+    slope, intercept = fitted if applied else (1.0, 0.0)
+    return {
+        "slope": slope,
+        "intercept": intercept,
+        "applied": float(applied),
+        "fitted_slope": fitted[0],
+        "fitted_intercept": fitted[1],
+        "lr_statistic": statistic,
+        "p_value": p_value,
+        "val_log_loss_before": before,
+        "val_log_loss_after": _bce(slope * z + intercept, t),
+    }
+
+
 def _calibrate(
     model: nn.Module,
     val: Mapping[str, Tensor],
@@ -622,19 +660,15 @@ def _calibrate(
     label_key: str,
     device: torch.device,
     amp: bool,
+    alpha: float | None = 0.05,
 ) -> dict[str, float]:
     """Platt-scale the model's output on the validation window; stored in the model itself."""
     model.set_calibration(1.0, 0.0)
     logits = predict_logits(model, val, input_keys, device=device, amp=amp)
     y = val[label_key].double().cpu().numpy()
-    slope, intercept = fit_platt(logits, y)
-    model.set_calibration(slope, intercept)
-    return {
-        "slope": slope,
-        "intercept": intercept,
-        "val_log_loss_before": _bce(logits, y),
-        "val_log_loss_after": _bce(slope * logits + intercept, y),
-    }
+    calibration = choose_calibration(logits, y, alpha)
+    model.set_calibration(calibration["slope"], calibration["intercept"])
+    return calibration
 
 
 @torch.no_grad()

@@ -16,7 +16,14 @@ from odds_pipeline.datasets.sequences import SequenceDataset
 from odds_pipeline.features.compute import LSTM_FEATURES
 from odds_pipeline.training import candidate, tracking
 from odds_pipeline.training.kinds import KINDS, LSTM_MARKET_FEATURE, lstm_market_channel
-from odds_pipeline.training.loop import TrainConfig, fit, fit_platt, predict_logits, predict_proba
+from odds_pipeline.training.loop import (
+    TrainConfig,
+    choose_calibration,
+    fit,
+    fit_platt,
+    predict_logits,
+    predict_proba,
+)
 from odds_pipeline.training.models import MarketResidualLSTM, MaskedLSTM
 
 T = 6
@@ -94,7 +101,11 @@ def prepared():
 
 @pytest.fixture(scope="module")
 def trained(prepared):
-    config = TrainConfig(epochs=6, batch_size=32, lr=1e-2, patience=6, device="cpu", seed=3)
+    # calibration_alpha=None: the Platt fit is applied whatever its evidence, so the tests
+    # below see a non-identity calibration that must travel to the served model
+    config = TrainConfig(
+        epochs=6, batch_size=32, lr=1e-2, patience=6, device="cpu", seed=3, calibration_alpha=None
+    )
     factory = candidate.model_factory(KIND, prepared.n_features, PARAMS)
     return fit(
         factory,
@@ -198,12 +209,33 @@ def test_calibration_is_fit_on_the_validation_window_only(prepared, trained):
         model.set_calibration(slope, intercept)
     y = {s: prepared.arrays[s]["y"] for s in ("validation", "test")}
     expected = fit_platt(logits["validation"], y["validation"])
-    assert (slope, intercept) == pytest.approx(expected, abs=1e-9)
-    assert trained.calibration["slope"] == slope and trained.calibration["intercept"] == intercept
+    cal = trained.calibration
+    assert (cal["fitted_slope"], cal["fitted_intercept"]) == pytest.approx(expected, abs=1e-9)
+    assert cal["slope"] == slope and cal["intercept"] == intercept
+    assert cal["applied"] == 1.0 and (slope, intercept) == pytest.approx(expected, abs=1e-9)
     leaked = fit_platt(
         np.r_[logits["validation"], logits["test"]], np.r_[y["validation"], y["test"]]
     )
     assert not np.allclose(leaked, expected, atol=1e-3)  # the check above would catch a leak
+
+
+def test_calibration_is_applied_only_when_validation_shows_it():
+    """A Platt fit of chance miscalibration stays off; a real one is applied (LR test)."""
+    rng = np.random.default_rng(1)
+    z = rng.normal(scale=1.0, size=760)
+    calibrated = (rng.random(z.size) < 1 / (1 + np.exp(-z))).astype(float)
+    chance = choose_calibration(z, calibrated)
+    assert chance["p_value"] >= 0.05 and chance["applied"] == 0.0
+    assert (chance["slope"], chance["intercept"]) == (1.0, 0.0)
+    assert chance["fitted_slope"] != 1.0  # a fit exists, it is just not used
+    assert chance["val_log_loss_after"] == chance["val_log_loss_before"]
+    off = (rng.random(z.size) < 1 / (1 + np.exp(-(0.5 * z - 0.4)))).astype(float)
+    real = choose_calibration(z, off)
+    assert real["p_value"] < 0.05 and real["applied"] == 1.0
+    assert (real["slope"], real["intercept"]) == (real["fitted_slope"], real["fitted_intercept"])
+    assert real["val_log_loss_after"] < real["val_log_loss_before"]
+    always = choose_calibration(z, calibrated, alpha=None)
+    assert always["applied"] == 1.0 and always["slope"] == chance["fitted_slope"]
 
 
 def test_fit_platt_recovers_a_known_miscalibration():

@@ -51,7 +51,8 @@ GATE_DESCRIPTIONS: dict[str, str] = {
     "(simulated). Failing means the probabilities cannot be taken at face value (stakes would be wrong).",
     "beats_baseline": "Against what a user would otherwise use, on the same test rows, event-level "
     "paired bootstrap ({n_resamples} resamples): LSTM Brier ratio to the de-vigged market at the "
-    "decision time with upper 95% bound <= {max_brier_ratio_upper}; transformer AUC-PR >= "
+    "decision time with upper 95% bound <= {max_brier_ratio_upper} and lower bound <= 1 (a tie is "
+    "tolerated, measurably worse is not); transformer AUC-PR >= "
     "{min_auc_pr_ratio} x the best classical rule (chosen on validation) with lower bound > 1. "
     "Failing means the model adds nothing over the market or the rules: use those instead.",
     "not_worse_than_champion": "The current champion, re-scored now on the same test rows, is not "

@@ -609,10 +609,13 @@ def baseline_gate_brier(
     n_resamples: int = 10_000,
     seed: int = 7,
 ) -> GateResult:
-    """Pass when the upper CI bound of Brier(model) / Brier(baseline) is <= ``max_upper``.
+    """Pass when the upper CI bound of Brier(model) / Brier(baseline) is <= ``max_upper``
+    and the lower bound is <= 1.
 
     Judging the upper bound, not the point, asks the data to show the model is at worst
     marginally worse than the baseline (``max_upper`` slightly above 1 tolerates a tie).
+    The tolerance is for ties only: a model whose whole interval lies above 1 is measurably
+    worse than the baseline (on eight EPL seasons: 1.006, CI 1.003-1.009) and fails.
     """
     res = paired_bootstrap_ratio(
         y, p_model, p_base, groups, metric="brier", n_resamples=n_resamples, seed=seed
@@ -628,11 +631,13 @@ def baseline_gate_brier(
         why = f"{baseline_name} Brier is 0" if res["base"] == 0.0 else "ratio undefined"
         summary = f"{label} undefined ({why}, n={res['n']}): fail"
         return _result("beats_baseline", False, res, max_upper, summary, details)
-    passed = hi <= max_upper
-    summary = (
-        f"{label} {_fmt(res['ratio'])} {_ci_text(res)}; upper bound "
-        f"{'<=' if passed else '>'} {max_upper:g}: {_verdict(passed)}"
-    )
+    if res["ci_low"] > 1.0:
+        rule = f"lower bound {_fmt(res['ci_low'])} > 1, measurably worse than the {baseline_name}"
+        passed = False
+    else:
+        passed = hi <= max_upper
+        rule = f"upper bound {'<=' if passed else '>'} {max_upper:g}"
+    summary = f"{label} {_fmt(res['ratio'])} {_ci_text(res)}; {rule}: {_verdict(passed)}"
     return _result("beats_baseline", passed, res, max_upper, summary, details)
 
 

@@ -198,6 +198,24 @@ def test_brier_gate_passes_better_model_and_fails_worse_one() -> None:
     assert better.details["model_value"] < better.details["baseline_value"]
 
 
+def test_brier_gate_refuses_a_model_measurably_worse_within_the_tolerance() -> None:
+    """The 1% tolerance is for ties: an interval wholly above 1 is a loss (EPL walk-forward)."""
+    rng = np.random.default_rng(3)
+    n_events = 20_000
+    truth = rng.uniform(0.2, 0.8, n_events)
+    y = (rng.random(n_events) < truth).astype(int)
+    logit = np.log(truth / (1 - truth)) + 0.15
+    worse = 1 / (1 + np.exp(-logit))
+    groups = np.arange(n_events)
+    res = paired_bootstrap_ratio(y, worse, truth, groups, metric="brier", n_resamples=1000)
+    assert res["ci_low"] > 1.0 and res["ci_high"] <= 1.01  # worse, but inside the tolerance
+    gate = baseline_gate_brier(y, worse, truth, groups, n_resamples=1000)
+    assert not gate.passed
+    assert "measurably worse than the market" in gate.summary and gate.summary.endswith(": fail")
+    tie = baseline_gate_brier(y, truth, truth, groups, n_resamples=1000)
+    assert tie.passed
+
+
 def test_brier_gates_judge_the_upper_bound_not_the_point() -> None:
     """A threshold between the point ratio and the upper bound must fail: luck is no proof."""
     y, truth, noisy, groups = _simulated(4, n_events=80, noise=0.05)

@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import Field
 
 from odds_pipeline.training import tracking
-from odds_pipeline.training.kinds import KINDS, ModelKind
+from odds_pipeline.training.kinds import CALIBRATION_ALPHA, KINDS, ModelKind
 
 from .datasets import arbitrage_pair_sequences, load_materialized_dataset, lstm_sequences
 from .metadata import data_failure
@@ -58,6 +58,11 @@ class LstmTrainingConfig(_TrainingConfig):
     epochs: int = Field(default=8, description="Maximum epochs (early stopping may stop sooner).")
     hidden: int = Field(default=32, description="LSTM hidden size.")
     num_layers: int = Field(default=2, description="Stacked LSTM layers.")
+    calibration_alpha: float | None = Field(
+        default=CALIBRATION_ALPHA,
+        description="Platt calibration fit on validation is applied only when a likelihood-ratio "
+        "test against no calibration rejects at this level; None applies it always.",
+    )
     study_name: str = Field(
         default=KINDS["lstm"].study_name, description="Optuna study to take parameters from."
     )

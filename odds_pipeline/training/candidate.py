@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from odds_pipeline.training import tracking
-from odds_pipeline.training.kinds import ModelKind
+from odds_pipeline.training.kinds import CALIBRATION_ALPHA, ModelKind
 
 TABLE_COLUMNS = ("n", "auc_roc", "auc_pr", "brier", "log_loss", "ece_10", "accuracy", "mean_p")
 
@@ -128,6 +128,7 @@ def train_config(params: dict[str, Any]) -> Any:
         torch_threads=int(params["torch_threads"]) or None,
         # never worse than the starting point on validation (the market, for the LSTM)
         keep_initial=bool(params.get("keep_initial", True)),
+        calibration_alpha=params.get("calibration_alpha", CALIBRATION_ALPHA),
     )
 
 

@@ -83,6 +83,11 @@ def _unpack_pair(array: np.ndarray, f: int) -> tuple[dict[str, np.ndarray], np.n
 # The LSTM dataset channel holding the de-vigged market probability (sharp, else consensus):
 # at the last real step it is the dataset's ``market_prob``, the residual model's base.
 LSTM_MARKET_FEATURE = "sharp_prob"
+# Post-hoc calibration is applied only when a likelihood-ratio test on validation rejects
+# the identity at this level (``loop.choose_calibration``): one EPL season moves a Platt
+# fit by +-0.2 in slope by chance, and applying every such fit cost 0.6% Brier on eight
+# walk-forward test seasons (BENCHMARKS.md, issue #10 part 1).
+CALIBRATION_ALPHA = 0.05
 
 
 def lstm_market_channel(n_features: int) -> int | None:

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from odds_pipeline.training.kinds import CALIBRATION_ALPHA
+
 __all__ = [
     "DEVICE_ENV",
     "TrainConfig",
@@ -123,9 +125,8 @@ class TrainConfig:
     # output logit on the validation window after training (never on test).
     calibrate: bool = True
     # ... applied only when a likelihood-ratio test against the identity rejects at this
-    # level (None: always applied). One season of EPL moves the Platt slope by +-0.2 by
-    # chance; applying every such fit cost 0.6% Brier on eight walk-forward test seasons.
-    calibration_alpha: float | None = 0.05
+    # level (None: always applied; see kinds.CALIBRATION_ALPHA).
+    calibration_alpha: float | None = CALIBRATION_ALPHA
     # Epoch 0 competes in early stopping: the initial weights are kept when no epoch beats
     # them on validation. For a model that starts as its baseline (the market-residual
     # LSTM starts as the market) training can then never return something worse than the
@@ -621,7 +622,9 @@ def _bce(logits: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(np.logaddexp(0.0, logits) - y * logits))
 
 
-def choose_calibration(logits: Any, y: Any, alpha: float | None = 0.05) -> dict[str, float]:
+def choose_calibration(
+    logits: Any, y: Any, alpha: float | None = CALIBRATION_ALPHA
+) -> dict[str, float]:
     """Platt fit of validation logits, kept only when the data show it beats the identity.
 
     The likelihood-ratio statistic 2 * (LL(fit) - LL(identity)) is chi-square with 2
@@ -660,7 +663,7 @@ def _calibrate(
     label_key: str,
     device: torch.device,
     amp: bool,
-    alpha: float | None = 0.05,
+    alpha: float | None = CALIBRATION_ALPHA,
 ) -> dict[str, float]:
     """Platt-scale the model's output on the validation window; stored in the model itself."""
     model.set_calibration(1.0, 0.0)

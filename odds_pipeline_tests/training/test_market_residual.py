@@ -271,3 +271,15 @@ def test_training_arrays_carry_what_the_served_model_derives(prepared):
     # the scaler was fit on train only, and the raw values are not scaled
     assert fit_scaler(raw).mean == prepared.scaler.mean
     np.testing.assert_array_equal(np.nan_to_num(arrays["x_raw"]), np.nan_to_num(raw.x))
+
+
+def test_the_launchpad_calibration_level_reaches_training():
+    """The LSTM candidate's config (Launchpad) sets the calibration test's level; None = always."""
+    from odds_pipeline.defs.training import LstmTrainingConfig
+    from odds_pipeline.training.kinds import CALIBRATION_ALPHA
+
+    params = LstmTrainingConfig().model_dump()
+    assert params["calibration_alpha"] == CALIBRATION_ALPHA
+    assert candidate.train_config(params).calibration_alpha == CALIBRATION_ALPHA
+    params["calibration_alpha"] = None
+    assert candidate.train_config(params).calibration_alpha is None

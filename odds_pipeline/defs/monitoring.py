@@ -204,7 +204,9 @@ class PerformanceConfig(dg.Config):
     window_days: float = Field(default=7.0, description="Width of each rolling window.")
     min_rows: int = Field(default=100, description="Fewer resolved rows: no verdict.")
     max_brier_ratio_upper: float = Field(
-        default=1.01, description="Degraded when the ratio's upper 95% bound exceeds this."
+        default=1.01,
+        description="Degraded when the ratio's upper 95% bound exceeds this, or its lower bound "
+        "exceeds 1 (measurably worse than the market: the promotion gate's rule).",
     )
 
 

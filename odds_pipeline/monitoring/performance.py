@@ -4,7 +4,7 @@ Drift says the inputs moved; this says whether the forecasts got worse, on the e
 outcome is now known. The champion is compared with the de-vigged market on the same rows
 (event-level paired bootstrap, as at gate time), per window and over everything since it
 became champion, and against its own gate-time ratio. Degradation is a finding with its
-numbers: the upper bound of Brier(model)/Brier(market) above the gate's threshold.
+numbers: the gate's own rule (``registry.gates.brier_ratio_rule``) no longer holds.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from odds_pipeline.registry.gates import paired_bootstrap_ratio
+from odds_pipeline.registry.gates import brier_ratio_rule, paired_bootstrap_ratio
 from odds_pipeline.warehouse import transaction
 
 PERFORMANCE_TABLE = "performance_metrics"
@@ -105,13 +105,14 @@ def window_figures(
         ratio_ci_low=res["ci_low"],
         ratio_ci_high=res["ci_high"],
     )
-    degraded = bool(np.isfinite(res["ci_high"]) and res["ci_high"] > max_ratio_upper)
+    holds, rule = brier_ratio_rule(res["ci_low"], res["ci_high"], max_ratio_upper)
+    degraded = bool(np.isfinite(res["ci_high"]) and not holds)
     versus = "" if gate_ratio is None else f" (at gate time {gate_ratio:.3f})"
     out["degraded"] = degraded
     out["finding"] = (
         f"Brier ratio model/market {res['ratio']:.3f} (95% CI {res['ci_low']:.3f}-"
         f"{res['ci_high']:.3f}, n={len(rows)}){versus}: "
-        + (f"DEGRADED: upper bound > {max_ratio_upper}" if degraded else "holding")
+        + (f"DEGRADED: {rule}" if degraded else "holding")
     )
     return out
 

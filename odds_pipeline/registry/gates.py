@@ -31,6 +31,7 @@ __all__ = [
     "GateResult",
     "baseline_gate_auc_pr",
     "baseline_gate_brier",
+    "brier_ratio_rule",
     "calibration_gate",
     "champion_gate",
     "ece",
@@ -598,6 +599,21 @@ def calibration_gate(
     )
 
 
+def brier_ratio_rule(
+    ci_low: float, ci_high: float, max_upper: float, baseline_name: str = "market"
+) -> tuple[bool, str]:
+    """(holds, rule text) for an interval of Brier(model) / Brier(baseline).
+
+    Holds when the upper bound is <= ``max_upper`` (a tie is tolerated) and the lower bound
+    is <= 1 (an interval wholly above 1 is measurably worse, tolerance or not). One rule
+    for the promotion gate and for the champion's outcome monitoring.
+    """
+    if ci_low > 1.0:
+        return False, f"lower bound {_fmt(ci_low)} > 1, measurably worse than the {baseline_name}"
+    holds = ci_high <= max_upper
+    return holds, f"upper bound {'<=' if holds else '>'} {max_upper:g}"
+
+
 def baseline_gate_brier(
     y: Any,
     p_model: Any,
@@ -631,12 +647,7 @@ def baseline_gate_brier(
         why = f"{baseline_name} Brier is 0" if res["base"] == 0.0 else "ratio undefined"
         summary = f"{label} undefined ({why}, n={res['n']}): fail"
         return _result("beats_baseline", False, res, max_upper, summary, details)
-    if res["ci_low"] > 1.0:
-        rule = f"lower bound {_fmt(res['ci_low'])} > 1, measurably worse than the {baseline_name}"
-        passed = False
-    else:
-        passed = hi <= max_upper
-        rule = f"upper bound {'<=' if passed else '>'} {max_upper:g}"
+    passed, rule = brier_ratio_rule(res["ci_low"], hi, max_upper, baseline_name)
     summary = f"{label} {_fmt(res['ratio'])} {_ci_text(res)}; {rule}: {_verdict(passed)}"
     return _result("beats_baseline", passed, res, max_upper, summary, details)
 

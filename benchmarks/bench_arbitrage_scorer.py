@@ -28,6 +28,22 @@ Run: .venv/bin/python benchmarks/bench_arbitrage_scorer.py [options]
    ``registry.gates.baseline_gate_auc_pr`` passes (AUC-PR >= 1.2x the rule chosen on
    validation, lower bound > 1), the transformer is above the trees, and the scope has
    the gates' minimum evidence (200 test rows, 20 positives).
+5. --rolling-origin K (default 0: off, the plain split above): a walk-forward evaluation.
+   Per league, events ordered by commence time; fold i of K has its test window at
+   [0.85 - s, 1 - s] of the events, validation the 15% just before it and train every
+   event before that (expanding window), with s = (K - i) * 0.15 (K=3: tests at 55-70%,
+   70-85%, 85-100%; the last fold is the plain split; events after a fold's test window
+   are unused). Each fold runs steps 2-4 on its own windows (same thinning, train
+   subsample, trees and transformer trained on its train, trees/epochs/rules chosen on
+   its validation only) and is reported as the plain run is ("folds"). Then per scope
+   the folds' test rows are pooled ("results"), each row scored by its own fold's models
+   and by its own fold's chosen rule (a fold whose scope has no validation positive uses
+   the rule chosen on that fold's pooled validation), every score ranked within its fold
+   and scope first (``baselines.rank01``: the rule chosen can change by fold, and with it
+   the unit of its raw value), and compared as in step 4 (event-level bootstrap: each
+   event is in one fold's test window only). ``native_scores`` repeats the comparison on
+   the raw outputs (probabilities; the rule's raw value in its validation orientation).
+   Each fold trains its own scorers: K=3 took 12-20 min on 2 cores.
 
 One JSON object on stdout (``_common.emit``), progress on stderr. CPU, one torch thread,
 one OpenMP thread for the trees. Figures: BENCHMARKS.md, "Arbitrage scorer against the
@@ -209,28 +225,43 @@ def _index(leagues: list[str], args: argparse.Namespace) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def _split(meta: pd.DataFrame, fractions=(0.7, 0.15, 0.15)) -> np.ndarray:
-    """70/15/15 of the events by commence time (as ``datasets.assign_splits``)."""
+def _split(meta: pd.DataFrame, fractions=(0.7, 0.15, 0.15), shift: float = 0.0) -> np.ndarray:
+    """70/15/15 of the events by commence time (as ``datasets.assign_splits``).
+
+    ``shift`` (rolling origin) moves the validation and test windows back by that share of
+    the events: train = every event before validation (expanding window), events after the
+    test window are ``"unused"``. ``shift=0`` is the plain split (no ``"unused"``).
+    """
     commence = pd.to_datetime(meta["commence_time"], utc=True)
     first = commence.groupby(meta["event_id"].to_numpy()).min().sort_values(kind="stable")
     n, total = len(first), float(sum(fractions))
+    start = fractions[0] - shift
     bounds = []
-    for share in (fractions[0], fractions[0] + fractions[1]):
+    for share in (start, start + fractions[1], start + fractions[1] + fractions[2]):
         k = int(round(n * share / total))
         bounds.append(first.iloc[k] if k < n else pd.Timestamp.max.tz_localize("UTC"))
     ev = commence.groupby(meta["event_id"].to_numpy()).transform("min")
-    return np.where(ev < bounds[0], "train", np.where(ev < bounds[1], "validation", "test"))
+    return np.where(
+        ev < bounds[0],
+        "train",
+        np.where(ev < bounds[1], "validation", np.where(ev < bounds[2], "test", "unused")),
+    )
 
 
-def _select(index: pd.DataFrame, args: argparse.Namespace) -> pd.DataFrame:
-    """Split per league; thin validation/test to every EVAL_EVERY-th cut; subsample train."""
+def _select(index: pd.DataFrame, args: argparse.Namespace, shift: float = 0.0) -> pd.DataFrame:
+    """Split per league; thin validation/test to every EVAL_EVERY-th cut; subsample train.
+
+    ``shift``: the rolling-origin fold's offset (``_split``); its ``"unused"`` rows (events
+    after the fold's test window) are dropped before the train subsample is drawn.
+    """
     parts = []
     for league, meta in index.groupby("league", sort=False):
         meta = meta.copy()
-        meta["split"] = _split(meta)
+        meta["split"] = _split(meta, shift=shift)
         ordinal = meta.groupby([*KEY], dropna=False, sort=False).cumcount().to_numpy()
         every = _per_league(args.eval_every, str(league))
-        keep = (meta["split"].to_numpy() == "train") | (ordinal % every == 0)
+        split = meta["split"].to_numpy()
+        keep = ((split == "train") | (ordinal % every == 0)) & (split != "unused")
         parts.append(meta[keep])
     sel = pd.concat(parts, ignore_index=True)
     train = sel["split"].to_numpy() == "train"
@@ -391,6 +422,57 @@ def _ratio(y, p, q, events, args) -> dict[str, Any]:
     return _r({k: res[k] for k in ("ratio", "ci_low", "ci_high", "n_groups", "dropped")}, 4)
 
 
+def _rule_tables() -> dict[str, dict[str, str]]:
+    from odds_pipeline.training import baselines as B
+
+    return {"classical": B.CLASSICAL_RULES, "extended": B.EXTENDED_RULES}
+
+
+def _rule_apply(choice, signs: dict[str, float], explicit_test: np.ndarray, table) -> dict:
+    """A rule choice on test rows: ``score`` (``RuleChoice.score``, a ranking in [0, 1]),
+    ``signed`` (the chosen rule's raw value times its orientation: the same order) and
+    ``each`` (every rule's raw value in its validation orientation, by display name)."""
+    from odds_pipeline.training import baselines as B
+
+    raws = B.rule_values(explicit_test, table)
+    return {
+        "score": choice.score(explicit_test),
+        "signed": choice.sign * raws[choice.name],
+        "each": {f"{n} ({signs[n]:+.0f})": signs[n] * raw for n, raw in raws.items()},
+    }
+
+
+def _rule_pick(
+    explicit_val: np.ndarray, y_val: np.ndarray, explicit_test: np.ndarray, table: dict[str, str]
+) -> dict[str, Any]:
+    """The rule (and each rule's orientation) chosen on validation, applied to the test rows."""
+    from odds_pipeline.training import baselines as B
+
+    choice = B.choose_rule(explicit_val, y_val, table)
+    signs = {
+        name: 1.0 if choice.table[name]["+1"] >= choice.table[name]["-1"] else -1.0
+        for name in table
+    }
+    return {
+        "choice": choice,
+        "name": choice.name,
+        "label": choice.label,
+        "val_auc_pr": choice.val_auc_pr,
+        "signs": signs,
+        **_rule_apply(choice, signs, explicit_test, table),
+    }
+
+
+def _scope_head(y: np.ndarray, events: np.ndarray, y_val: np.ndarray) -> dict[str, Any]:
+    return {
+        "test_rows": int(len(y)),
+        "test_events": int(len(np.unique(events))),
+        "positives": int(y.sum()),
+        "positive_rate": _r(float(y.mean()) if len(y) else math.nan, 6),
+        "validation_positives": int(y_val.sum()),
+    }
+
+
 def _scope_report(
     y: np.ndarray,
     events: np.ndarray,
@@ -400,42 +482,58 @@ def _scope_report(
     explicit_test: np.ndarray,
     args: argparse.Namespace,
 ) -> dict[str, Any]:
-    from odds_pipeline.registry.gates import baseline_gate_auc_pr
-    from odds_pipeline.training import baselines as B
-
-    out: dict[str, Any] = {
-        "test_rows": int(len(y)),
-        "test_events": int(len(np.unique(events))),
-        "positives": int(y.sum()),
-        "positive_rate": _r(float(y.mean()) if len(y) else math.nan, 6),
-        "validation_positives": int(y_val.sum()),
-    }
+    out = _scope_head(y, events, y_val)
     if y.sum() == 0 or y_val.sum() == 0:
         out["error"] = "no positive in the validation or test rows: nothing to compare"
         return out
-    rules = {}
-    for label, table in (("classical", B.CLASSICAL_RULES), ("extended", B.EXTENDED_RULES)):
-        choice = B.choose_rule(explicit_val, y_val, table)
-        score = choice.score(explicit_test)
-        rules[label] = (choice, score)
-        test_table = {}  # each rule in its validation orientation (for reading, not choosing)
-        for name, raw in B.rule_values(explicit_test, table).items():
-            sign = 1.0 if choice.table[name]["+1"] >= choice.table[name]["-1"] else -1.0
-            test_table[f"{name} ({sign:+.0f})"] = _r(B.auc_pr(y, sign * raw), 5)
-        out[f"rule_{label}"] = {
-            "chosen_on_validation": choice.label,
-            "validation_auc_pr": _r(choice.val_auc_pr, 5),
-            "test_auc_pr": _r(B.auc_pr(y, score), 5),
-            "test_auc_pr_each_rule_validation_orientation": test_table,
+    rules, names = {}, {}
+    for label, table in _rule_tables().items():
+        pick = _rule_pick(explicit_val, y_val, explicit_test, table)
+        rules[label] = {
+            "chosen_on_validation": pick["label"],
+            "validation_auc_pr": _r(pick["val_auc_pr"], 5),
+            "score": pick["score"],
+            "each": pick["each"],
         }
-    rule_score = rules["classical"][1]
+        names[label] = pick["name"]
+    name = f"rule {names['classical']} (best on validation)"
+    return _compare(out, y, events, scores, rules, name, args)
+
+
+def _compare(
+    out: dict[str, Any],
+    y: np.ndarray,
+    events: np.ndarray,
+    scores: dict[str, np.ndarray],
+    rules: dict[str, dict[str, Any]],
+    baseline_name: str,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """AUC-PR of every scorer and rule, bootstrap ratios to the rule, and the verdict.
+
+    ``rules[label]``: ``score`` (the chosen rule's test scores), ``each`` (every rule's
+    test scores by display name) and the fields reported as they are (the choice).
+    """
+    from odds_pipeline.registry.gates import baseline_gate_auc_pr
+    from odds_pipeline.training import baselines as B
+
+    for label, rule in rules.items():
+        info = {k: v for k, v in rule.items() if k not in ("score", "each")}
+        out[f"rule_{label}"] = {
+            **info,
+            "test_auc_pr": _r(B.auc_pr(y, rule["score"]), 5),
+            "test_auc_pr_each_rule_validation_orientation": {
+                name: _r(B.auc_pr(y, s), 5) for name, s in rule["each"].items()
+            },
+        }
+    rule_score = rules["classical"]["score"]
     out["auc_pr"] = {name: _r(B.auc_pr(y, s), 5) for name, s in scores.items()}
     out["auc_pr"]["best_rule_classical"] = out["rule_classical"]["test_auc_pr"]
     out["auc_pr"]["best_rule_extended"] = out["rule_extended"]["test_auc_pr"]
     ratios = {}
     for name, s in scores.items():
         ratios[f"{name}_vs_rule"] = _ratio(y, s, rule_score, events, args)
-        ratios[f"{name}_vs_rule_extended"] = _ratio(y, s, rules["extended"][1], events, args)
+        ratios[f"{name}_vs_rule_extended"] = _ratio(y, s, rules["extended"]["score"], events, args)
     if "transformer" in scores and "trees" in scores:
         ratios["transformer_vs_trees"] = _ratio(
             y, scores["transformer"], scores["trees"], events, args
@@ -447,7 +545,7 @@ def _scope_report(
             scores["transformer"],
             rule_score,
             events,
-            baseline_name=f"rule {rules['classical'][0].name} (best on validation)",
+            baseline_name=baseline_name,
             n_resamples=args.resamples,
         )
         above_trees = (out["auc_pr"]["transformer"] or 0) > (out["auc_pr"].get("trees") or 0)
@@ -466,35 +564,15 @@ def _scope_report(
     return out
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    import torch
+def _fit_scorers(sel: pd.DataFrame, args: argparse.Namespace, out: dict[str, Any]):
+    """Load ``sel``'s arrays, fit the trees and the transformer on its train rows (chosen on
+    its validation rows), score its test rows; figures go into ``out``.
 
+    Returns (test scores by scorer, the validation and test datasets, their static inputs).
+    """
     from odds_pipeline.training import arbitrage_inputs as AI
     from odds_pipeline.training.baselines import fit_trees
 
-    torch.set_num_threads(1)
-    leagues = args.leagues.split(",")
-    out: dict[str, Any] = {"leagues": leagues}
-    started = time.perf_counter()
-    index = _index(leagues, args)
-    out["build_and_index_s"] = round(time.perf_counter() - started, 1)
-    out["built"] = {
-        lg: {
-            "samples": int((index["league"] == lg).sum()),
-            "positives": int(index.loc[index["league"] == lg, "y"].sum()),
-        }
-        for lg in leagues
-    }
-    sel = _select(index, args)
-    del index
-    out["rows"] = {
-        f"{lg}_{s}": {
-            "rows": int(len(g)),
-            "positives": int(g["y"].sum()),
-            "events": int(g["event_id"].nunique()),
-        }
-        for (lg, s), g in sel.groupby(["league", "split"])
-    }
     _log(f"selected {len(sel)} rows; loading arrays")
     ds = _load_rows(sel)
     _log(f"loaded; peak rss {peak_rss_mb():.0f} MB")
@@ -537,6 +615,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         out["transformer"] = info
         _log(f"transformer done in {info['seconds']}s, best epoch {info['best_epoch']}")
 
+    evaluation = {s: splits[s] for s in ("validation", "test")}
+    return scores, evaluation, {s: static[s] for s in ("validation", "test")}
+
+
+def _report_scopes(
+    leagues: list[str],
+    scores: dict[str, np.ndarray],
+    splits: dict[str, D.SequenceDataset],
+    static: dict[str, dict[str, np.ndarray]],
+    args: argparse.Namespace,
+    tag: str = "",
+) -> dict[str, Any]:
+    """``_scope_report`` for each league and pooled (rules chosen on each scope's validation)."""
     test, val = splits["test"], splits["validation"]
     y = test.labels[LABEL].astype(np.float64)
     yv = val.labels[LABEL].astype(np.float64)
@@ -557,7 +648,229 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             args,
         )
         _log(
-            f"{scope}: {json.dumps(results[scope].get('auc_pr'))} {results[scope].get('verdict', {}).get('target_met')}"
+            f"{tag}{scope}: {json.dumps(results[scope].get('auc_pr'))} {results[scope].get('verdict', {}).get('target_met')}"
+        )
+    return results
+
+
+def _index_and_counts(leagues: list[str], args: argparse.Namespace, out: dict[str, Any]):
+    started = time.perf_counter()
+    index = _index(leagues, args)
+    out["build_and_index_s"] = round(time.perf_counter() - started, 1)
+    out["built"] = {
+        lg: {
+            "samples": int((index["league"] == lg).sum()),
+            "positives": int(index.loc[index["league"] == lg, "y"].sum()),
+        }
+        for lg in leagues
+    }
+    return index
+
+
+def _row_counts(sel: pd.DataFrame) -> dict[str, Any]:
+    return {
+        f"{lg}_{s}": {
+            "rows": int(len(g)),
+            "positives": int(g["y"].sum()),
+            "events": int(g["event_id"].nunique()),
+        }
+        for (lg, s), g in sel.groupby(["league", "split"])
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(1)
+    leagues = args.leagues.split(",")
+    out: dict[str, Any] = {"leagues": leagues}
+    index = _index_and_counts(leagues, args, out)
+    sel = _select(index, args)
+    del index
+    out["rows"] = _row_counts(sel)
+    scores, splits, static = _fit_scorers(sel, args, out)
+    out["results"] = _report_scopes(leagues, scores, splits, static, args)
+    return out
+
+
+# --------------------------------------------------------------------------- rolling origin
+
+
+def _fold_shifts(k_folds: int, fractions=(0.7, 0.15, 0.15)) -> list[float]:
+    """``_split`` shifts of the K rolling-origin folds, oldest first (the last one is 0.0:
+    the plain 70/15/15 split). Fold i's test window is the test share of the events just
+    after fold i-1's; the first fold must keep some train events."""
+    if k_folds < 1:
+        raise ValueError(f"--rolling-origin needs at least 1 fold, got {k_folds}")
+    shifts = [(k_folds - 1 - i) * fractions[2] for i in range(k_folds)]
+    if fractions[0] - shifts[0] <= 0.05:
+        raise ValueError(
+            f"{k_folds} folds leave the first fold {fractions[0] - shifts[0]:.2f} of the "
+            "events to train on: use fewer folds"
+        )
+    return shifts
+
+
+def _fold_scope_rules(
+    explicit_val: np.ndarray,
+    y_val: np.ndarray,
+    explicit_test: np.ndarray,
+    fallback: dict[str, dict[str, Any]] | None,
+) -> tuple[dict[str, dict[str, Any]] | None, str]:
+    """A fold's rules for one scope: chosen on the scope's validation rows, or (no validation
+    positive there) the rules chosen on the fold's pooled validation, applied to these rows."""
+    if 0 < y_val.sum() < len(y_val):
+        return {
+            label: _rule_pick(explicit_val, y_val, explicit_test, table)
+            for label, table in _rule_tables().items()
+        }, "scope validation"
+    if fallback is None:
+        return None, "no validation positive"
+    tables = _rule_tables()
+    picks = {
+        label: {**pick, **_rule_apply(pick["choice"], pick["signs"], explicit_test, tables[label])}
+        for label, pick in fallback.items()
+    }
+    return picks, "pooled validation (no positive in the scope's validation)"
+
+
+def _pool_folds(parts: list[dict[str, Any]], args: argparse.Namespace) -> dict[str, Any]:
+    """One scope's test rows of every fold, each row scored by its own fold's models and by
+    the rule chosen on its own fold's validation, compared as ``_scope_report`` does."""
+    from odds_pipeline.training import baselines as B
+
+    used = [p for p in parts if p["rules"] is not None]
+    y = np.concatenate([p["y"] for p in used]) if used else np.zeros(0)
+    events = np.concatenate([p["events"] for p in used]) if used else np.zeros(0, object)
+    out = _scope_head(y, events, np.array([p["y_val"].sum() for p in parts], dtype=float))
+    out["folds"] = [
+        {
+            "fold": p["fold"],
+            "test_rows": int(len(p["y"])),
+            "positives": int(p["y"].sum()),
+            "validation_positives": int(p["y_val"].sum()),
+            "rules_chosen_on": p["rules_from"],
+        }
+        for p in parts
+    ]
+    if y.sum() == 0:
+        out["error"] = "no positive in the test rows of any fold: nothing to compare"
+        return out
+    names = list(used[0]["scores"])
+    chosen = sorted({p["rules"]["classical"]["name"] for p in used})
+    name = f"rule chosen per fold on validation ({', '.join(chosen)})"
+
+    def pooled(transform) -> tuple[dict[str, np.ndarray], dict[str, dict[str, Any]]]:
+        scores = {k: np.concatenate([transform(p["scores"][k]) for p in used]) for k in names}
+        rules = {}
+        for label in _rule_tables():
+            # the same rule may carry another orientation in another fold: key by rule name
+            each: dict[str, list[np.ndarray]] = {}
+            signs: dict[str, list[str]] = {}
+            for p in used:
+                for key, values in p["rules"][label]["each"].items():
+                    rule = key.split(" (")[0]
+                    each.setdefault(rule, []).append(transform(values))
+                    signs.setdefault(rule, []).append(key.split(" (")[1].rstrip(")"))
+            rules[label] = {
+                "chosen_on_validation_per_fold": [p["rules"][label]["label"] for p in used],
+                "validation_auc_pr_per_fold": [
+                    _r(p["rules"][label]["val_auc_pr"], 5) for p in used
+                ],
+                "score": np.concatenate([transform(p["rules"][label]["signed"]) for p in used]),
+                "each": {
+                    f"{rule} ({'/'.join(signs[rule])})": np.concatenate(v)
+                    for rule, v in each.items()
+                },
+            }
+        return scores, rules
+
+    # primary: every scorer ranked within its own fold first, so that rows of different
+    # folds compare on one scale even where the rule chosen (and its unit) changes by fold
+    scores, rules = pooled(B.rank01)
+    out["pooling"] = "ranked within fold"
+    out = _compare(out, y, events, scores, rules, name, args)
+    # secondary: each fold's raw outputs (probabilities, the rule's signed raw value)
+    scores, rules = pooled(lambda v: v)
+    out["native_scores"] = _compare(
+        {"pooling": "native outputs"}, y, events, scores, rules, name, args
+    )
+    return out
+
+
+def run_rolling(args: argparse.Namespace) -> dict[str, Any]:
+    """Rolling-origin (walk-forward) evaluation: K folds, each trained, chosen and scored as
+    the plain run is on its own train/validation/test windows; the folds' test rows pooled."""
+    import torch
+
+    torch.set_num_threads(1)
+    leagues = args.leagues.split(",")
+    shifts = _fold_shifts(args.rolling_origin)
+    out: dict[str, Any] = {"leagues": leagues}
+    index = _index_and_counts(leagues, args, out)
+    sels = [_select(index, args, shift=shift) for shift in shifts]
+    del index
+    out["rolling_origin"] = {
+        "folds": len(shifts),
+        "windows": [
+            {
+                "fold": i + 1,
+                "train": [0.0, round(0.7 - sh, 4)],
+                "validation": [round(0.7 - sh, 4), round(0.85 - sh, 4)],
+                "test": [round(0.85 - sh, 4), round(1.0 - sh, 4)],
+            }
+            for i, sh in enumerate(shifts)
+        ],
+        "windows_unit": "share of each league's events ordered by commence time",
+    }
+    folds: list[dict[str, Any]] = []
+    parts: dict[str, list[dict[str, Any]]] = {scope: [] for scope in [*leagues, "pooled"]}
+    for i, sel in enumerate(sels):
+        fold = i + 1
+        start = time.perf_counter()
+        _log(f"fold {fold}/{len(sels)}")
+        fold_out: dict[str, Any] = {"fold": fold, "rows": _row_counts(sel)}
+        scores, splits, static = _fit_scorers(sel, args, fold_out)
+        sels[i] = None  # free the fold's selection
+        del sel
+        fold_out["results"] = _report_scopes(
+            leagues, scores, splits, static, args, tag=f"fold {fold} "
+        )
+        test, val = splits["test"], splits["validation"]
+        y = test.labels[LABEL].astype(np.float64)
+        yv = val.labels[LABEL].astype(np.float64)
+        ev = test.meta["event_id"].to_numpy(dtype=object)
+        lg_t = test.meta["league"].to_numpy(dtype=object)
+        lg_v = val.meta["league"].to_numpy(dtype=object)
+        sv, st = static["validation"]["static"], static["test"]["static"]
+        pooled_rules = None
+        for scope in ["pooled", *leagues]:
+            t = np.ones(len(y), bool) if scope == "pooled" else lg_t == scope
+            v = np.ones(len(yv), bool) if scope == "pooled" else lg_v == scope
+            rules, source = _fold_scope_rules(sv[v], yv[v], st[t], pooled_rules)
+            if scope == "pooled":
+                pooled_rules = rules
+            parts[scope].append(
+                {
+                    "fold": fold,
+                    "y": y[t],
+                    "y_val": yv[v],
+                    "events": ev[t],
+                    "scores": {k: s[t] for k, s in scores.items()},
+                    "rules": rules,
+                    "rules_from": source,
+                }
+            )
+        fold_out["seconds"] = round(time.perf_counter() - start, 1)
+        folds.append(fold_out)
+        del scores, splits, static, test, val
+    out["folds"] = folds
+    results = {}
+    for scope in [*leagues, "pooled"]:
+        results[scope] = _pool_folds(parts[scope], args)
+        _log(
+            f"all folds {scope}: {json.dumps(results[scope].get('auc_pr'))} "
+            f"{results[scope].get('verdict', {}).get('target_met')}"
         )
     out["results"] = results
     return out
@@ -604,13 +917,21 @@ def main() -> None:
     parser.add_argument("--tree-iters", type=int, default=300)
     parser.add_argument("--resamples", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--rolling-origin",
+        type=int,
+        default=0,
+        metavar="K",
+        help="rolling-origin evaluation over K folds (0: the plain 70/15/15 split)",
+    )
     args = parser.parse_args()
     from bench_model_targets import _to_datetime_without_cache
 
     figures: dict[str, Any] = {
         "benchmark": "arbitrage_scorer",
         "load_avg_start": os.getloadavg(),
-        "args": vars(args),
+        # --rolling-origin is left out when off: the plain run's output stays as it was
+        "args": {k: v for k, v in vars(args).items() if k != "rolling_origin" or v},
     }
     start = time.perf_counter()
     with _to_datetime_without_cache():
@@ -618,6 +939,8 @@ def main() -> None:
             for league in args.leagues.split(","):
                 _log(f"building {league}")
                 figures[league] = {"chunks": len(build_league(league, args))}
+        elif args.rolling_origin:
+            figures.update(run_rolling(args))
         else:
             figures.update(run(args))
     figures["wall_s"] = round(time.perf_counter() - start, 1)

@@ -1,0 +1,69 @@
+"""Rolling-origin folds of benchmarks/bench_arbitrage_scorer.py: windows by event commence time."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+
+import bench_arbitrage_scorer as bench  # noqa: E402
+
+
+def _meta(n_events: int = 100, rows_per_event: int = 3) -> pd.DataFrame:
+    """Events with increasing commence times (shuffled rows); each event has several rows."""
+    start = pd.Timestamp("2026-01-01", tz="UTC")
+    rows = [
+        {"event_id": f"e{i:03d}", "commence_time": start + pd.Timedelta(hours=i)}
+        for i in range(n_events)
+        for _ in range(rows_per_event)
+    ]
+    return pd.DataFrame(rows).sample(frac=1.0, random_state=0).reset_index(drop=True)
+
+
+def _events(meta: pd.DataFrame, split: np.ndarray, name: str) -> set[int]:
+    return {int(e[1:]) for e in meta.loc[split == name, "event_id"]}
+
+
+def test_fold_shifts() -> None:
+    assert bench._fold_shifts(1) == [0.0]
+    assert bench._fold_shifts(3) == pytest.approx([0.3, 0.15, 0.0])
+    assert bench._fold_shifts(3)[-1] == 0.0
+    with pytest.raises(ValueError):
+        bench._fold_shifts(0)
+    with pytest.raises(ValueError):
+        bench._fold_shifts(6)  # the first fold would have no train events
+
+
+def test_last_fold_is_the_plain_split() -> None:
+    meta = _meta()
+    plain = bench._split(meta)
+    assert set(plain) == {"train", "validation", "test"}
+    np.testing.assert_array_equal(bench._split(meta, shift=bench._fold_shifts(3)[-1]), plain)
+    assert _events(meta, plain, "train") == set(range(70))
+    assert _events(meta, plain, "test") == set(range(85, 100))
+
+
+def test_rolling_windows_are_consecutive_and_expanding() -> None:
+    meta = _meta()
+    splits = [bench._split(meta, shift=s) for s in bench._fold_shifts(3)]
+    tests = [_events(meta, s, "test") for s in splits]
+    assert tests == [set(range(55, 70)), set(range(70, 85)), set(range(85, 100))]
+    for i, split in enumerate(splits):
+        val = _events(meta, split, "validation")
+        train = _events(meta, split, "train")
+        # validation: the same-size slice just before the test window; train: all before it
+        assert val == set(range(min(tests[i]) - 15, min(tests[i])))
+        assert train == set(range(min(val)))
+        assert _events(meta, split, "unused") == set(range(max(tests[i]) + 1, 100))
+        # a fold's validation window is the previous fold's test window
+        if i:
+            assert val == tests[i - 1]
+    # every row of an event lands in one split (pair samples never cross events)
+    for split in splits:
+        per_event = pd.Series(split).groupby(meta["event_id"].to_numpy()).nunique()
+        assert (per_event == 1).all()

@@ -4,14 +4,15 @@ Run: .venv/bin/python benchmarks/bench_arbitrage.py [--limit N] [--skip-variants
 
 Every change log in ../shared/data/odds-api/changes (or the first N) is loaded into one
 in-memory DuckDB with `load_odds_api_change_log`, then `scan` runs with the default
-ScanConfig (staleness 120 s; the loader drops removals, so no `quote_removals`). Prints wall
-time, quotes/s, peak RSS, windows actionable / suspicious by reason, window durations
-(p50/p90/max), the five largest margins and the actionable split by market and in-play.
+ScanConfig (staleness 120 s; the loader writes the change logs' withdrawals to
+`quote_removals`, so a withdrawal ends a quote). Prints wall time, quotes/s, peak RSS, windows
+actionable / suspicious by reason, window durations (p50/p90/max), the five largest margins,
+the actionable split by market and in-play, and the pre-match actionable margins.
 
-Section "variants" rescans with the change logs' removals loaded into `quote_removals`
-(a stopgap here until the loader writes them) at 120 s staleness and with
-`staleness_seconds=None` (a quote lives until replaced or withdrawn: how a change log,
-sampled every 5-15 minutes, actually reads).
+Section "variants" rescans at 120 s staleness and with `staleness_seconds=None` (a quote
+lives until replaced or withdrawn: how a change log, sampled every 5-15 minutes, actually
+reads). The removals are written here only if the loader did not write them (it has since
+commit 3056a76; before, this section was the only scan that saw them).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from odds_pipeline.scoring.arbitrage import ScanConfig, ScanResult, ensure_remov
 
 CHANGES = SHARED_DATA / "odds-api" / "changes"
 
-# The loader skips removed rows; this writes them the way the loader will (point unknown).
+# For a loader that skips removed rows (before commit 3056a76): writes them, point unknown.
 REMOVALS_SQL = """
 INSERT INTO quote_removals (event_id, bookmaker, market, outcome, point, removed_at, source)
 SELECT event_id, bookmaker, market,
@@ -49,7 +50,16 @@ def summarise(result: ScanResult, seconds: float) -> dict[str, object]:
     # a lone leg's "margin" (1 - 1/p) says nothing: the largest among real combinations
     paired = w[~w["reason"].isin(["one_leg", "missing_leg"])]
     top = paired.nlargest(5, "best_margin")[
-        ["event_id", "market", "line", "best_margin", "duration_seconds", "status", "reason"]
+        [
+            "event_id",
+            "market",
+            "line",
+            "best_margin",
+            "duration_seconds",
+            "in_play",
+            "status",
+            "reason",
+        ]
     ]
 
     def dist(values: np.ndarray) -> dict[str, float | None]:
@@ -72,6 +82,9 @@ def summarise(result: ScanResult, seconds: float) -> dict[str, object]:
             str(k): int(v) for k, v in actionable["market"].value_counts().sort_index().items()
         },
         "actionable_in_play": int(actionable["in_play"].sum()),
+        "actionable_pre_match_margin": dist(
+            actionable.loc[~actionable["in_play"].astype(bool), "best_margin"].to_numpy(dtype=float)
+        ),
         "actionable_margin": dist(actionable["best_margin"].to_numpy(dtype=float)),
         "actionable_profit": dist(actionable["guaranteed_profit"].to_numpy(dtype=float)),
         "actionable_single_instant": int((actionable["n_instants"] == 1).sum()),
@@ -114,7 +127,8 @@ def main() -> None:
 
     if not args.skip_variants:
         ensure_removals_table(con)
-        con.execute(REMOVALS_SQL, {"files": [str(f) for f in files]})
+        if not con.execute("SELECT count(*) FROM quote_removals").fetchone()[0]:
+            con.execute(REMOVALS_SQL, {"files": [str(f) for f in files]})
         variants = {}
         for name, config in (
             ("removals_staleness_120s", ScanConfig()),

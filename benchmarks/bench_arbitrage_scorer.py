@@ -619,6 +619,18 @@ def _fit_scorers(sel: pd.DataFrame, args: argparse.Namespace, out: dict[str, Any
     return scores, evaluation, {s: static[s] for s in ("validation", "test")}
 
 
+def _evaluation_columns(splits: dict[str, D.SequenceDataset]) -> tuple[np.ndarray, ...]:
+    """(test labels, validation labels, test events, test leagues, validation leagues)."""
+    test, val = splits["test"], splits["validation"]
+    return (
+        test.labels[LABEL].astype(np.float64),
+        val.labels[LABEL].astype(np.float64),
+        test.meta["event_id"].to_numpy(dtype=object),
+        test.meta["league"].to_numpy(dtype=object),
+        val.meta["league"].to_numpy(dtype=object),
+    )
+
+
 def _report_scopes(
     leagues: list[str],
     scores: dict[str, np.ndarray],
@@ -628,12 +640,7 @@ def _report_scopes(
     tag: str = "",
 ) -> dict[str, Any]:
     """``_scope_report`` for each league and pooled (rules chosen on each scope's validation)."""
-    test, val = splits["test"], splits["validation"]
-    y = test.labels[LABEL].astype(np.float64)
-    yv = val.labels[LABEL].astype(np.float64)
-    ev = test.meta["event_id"].to_numpy(dtype=object)
-    lg_t = test.meta["league"].to_numpy(dtype=object)
-    lg_v = val.meta["league"].to_numpy(dtype=object)
+    y, yv, ev, lg_t, lg_v = _evaluation_columns(splits)
     results = {}
     for scope in [*leagues, "pooled"]:
         t = np.ones(len(y), bool) if scope == "pooled" else lg_t == scope
@@ -836,12 +843,7 @@ def run_rolling(args: argparse.Namespace) -> dict[str, Any]:
         fold_out["results"] = _report_scopes(
             leagues, scores, splits, static, args, tag=f"fold {fold} "
         )
-        test, val = splits["test"], splits["validation"]
-        y = test.labels[LABEL].astype(np.float64)
-        yv = val.labels[LABEL].astype(np.float64)
-        ev = test.meta["event_id"].to_numpy(dtype=object)
-        lg_t = test.meta["league"].to_numpy(dtype=object)
-        lg_v = val.meta["league"].to_numpy(dtype=object)
+        y, yv, ev, lg_t, lg_v = _evaluation_columns(splits)
         sv, st = static["validation"]["static"], static["test"]["static"]
         pooled_rules = None
         for scope in ["pooled", *leagues]:
@@ -863,7 +865,7 @@ def run_rolling(args: argparse.Namespace) -> dict[str, Any]:
             )
         fold_out["seconds"] = round(time.perf_counter() - start, 1)
         folds.append(fold_out)
-        del scores, splits, static, test, val
+        del scores, splits, static
     out["folds"] = folds
     results = {}
     for scope in [*leagues, "pooled"]:

@@ -35,6 +35,7 @@ DRILL_GATES = {
     "min_test_positives": 5,
     "calibration_quantile": 1.0,
     "max_brier_ratio_upper": 1.5,
+    "max_brier_ratio_lower": None,  # on a handful of events, any ratio up to 1.5 is judged a tie
     "champion_margin": 0.5,
     "n_resamples": 1000,
 }

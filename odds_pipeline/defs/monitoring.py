@@ -15,6 +15,7 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
+from odds_pipeline.registry.decision import GateThresholds
 from odds_pipeline.training.kinds import KINDS, ModelKind
 
 from .metadata import WRITER_POOL, markdown_table
@@ -206,7 +207,12 @@ class PerformanceConfig(dg.Config):
     max_brier_ratio_upper: float = Field(
         default=1.01,
         description="Degraded when the ratio's upper 95% bound exceeds this, or its lower bound "
-        "exceeds 1 (measurably worse than the market: the promotion gate's rule).",
+        "exceeds max_brier_ratio_lower (the promotion gate's rule).",
+    )
+    max_brier_ratio_lower: float | None = Field(
+        default=GateThresholds().max_brier_ratio_lower,
+        description="Degraded when the ratio's lower 95% bound exceeds this (1: measurably worse "
+        "than the market); None turns the check off.",
     )
 
 
@@ -247,6 +253,7 @@ def performance_report(
             window_days=config.window_days,
             min_rows=config.min_rows,
             max_ratio_upper=config.max_brier_ratio_upper,
+            max_ratio_lower=config.max_brier_ratio_lower,
             gate_ratio=float(gate_value) if gate_value else None,
         )
         if not frame.empty:

@@ -45,6 +45,11 @@ class GateConfig(dg.Config):
         default=_DEFAULTS.max_brier_ratio_upper,
         description="LSTM: upper 95% bound of Brier(model)/Brier(market) at most this.",
     )
+    max_brier_ratio_lower: float | None = Field(
+        default=_DEFAULTS.max_brier_ratio_lower,
+        description="LSTM: lower 95% bound at most this (1: a model measurably worse than the "
+        "market fails even within the upper tolerance); None turns the check off.",
+    )
     min_auc_pr_ratio: float = Field(
         default=_DEFAULTS.min_auc_pr_ratio,
         description="Transformer: AUC-PR at least this times the best rule's.",

@@ -76,6 +76,7 @@ def window_figures(
     *,
     min_rows: int,
     max_ratio_upper: float,
+    max_ratio_lower: float | None = 1.0,
     gate_ratio: float | None,
     n_resamples: int = 2000,
     seed: int = 7,
@@ -105,7 +106,9 @@ def window_figures(
         ratio_ci_low=res["ci_low"],
         ratio_ci_high=res["ci_high"],
     )
-    holds, rule = brier_ratio_rule(res["ci_low"], res["ci_high"], max_ratio_upper)
+    holds, rule = brier_ratio_rule(
+        res["ci_low"], res["ci_high"], max_ratio_upper, max_lower=max_ratio_lower
+    )
     degraded = bool(np.isfinite(res["ci_high"]) and not holds)
     versus = "" if gate_ratio is None else f" (at gate time {gate_ratio:.3f})"
     out["degraded"] = degraded
@@ -123,6 +126,7 @@ def report(
     window_days: float,
     min_rows: int,
     max_ratio_upper: float,
+    max_ratio_lower: float | None = 1.0,
     gate_ratio: float | None,
     n_resamples: int = 2000,
 ) -> pd.DataFrame:
@@ -138,12 +142,14 @@ def report(
         sel = rows[bucket.to_numpy() == b]
         lo = start + b * width
         figs = window_figures(
-            sel, min_rows=min_rows, max_ratio_upper=max_ratio_upper, gate_ratio=gate_ratio,
+            sel, min_rows=min_rows, max_ratio_upper=max_ratio_upper,
+            max_ratio_lower=max_ratio_lower, gate_ratio=gate_ratio,
             n_resamples=n_resamples,
         )  # fmt: skip
         out.append({"window_start": lo, "window_end": lo + width, **figs})
     figs = window_figures(
-        rows, min_rows=min_rows, max_ratio_upper=max_ratio_upper, gate_ratio=gate_ratio,
+        rows, min_rows=min_rows, max_ratio_upper=max_ratio_upper,
+            max_ratio_lower=max_ratio_lower, gate_ratio=gate_ratio,
         n_resamples=n_resamples,
     )  # fmt: skip
     out.append({"window_start": start, "window_end": times.max(), "overall": True, **figs})

@@ -29,6 +29,8 @@ class GateThresholds:
     calibration_quantile: float = 0.95
     calibration_simulations: int = 2000
     max_brier_ratio_upper: float = 1.01
+    # None: no lower-bound check (a loss within the upper tolerance passes)
+    max_brier_ratio_lower: float | None = 1.0
     min_auc_pr_ratio: float = 1.2
     champion_margin: float = 0.01
     min_label_rate: float = 0.001
@@ -51,8 +53,8 @@ GATE_DESCRIPTIONS: dict[str, str] = {
     "(simulated). Failing means the probabilities cannot be taken at face value (stakes would be wrong).",
     "beats_baseline": "Against what a user would otherwise use, on the same test rows, event-level "
     "paired bootstrap ({n_resamples} resamples): LSTM Brier ratio to the de-vigged market at the "
-    "decision time with upper 95% bound <= {max_brier_ratio_upper} and lower bound <= 1 (a tie is "
-    "tolerated, measurably worse is not); transformer AUC-PR >= "
+    "decision time with upper 95% bound <= {max_brier_ratio_upper} and lower bound <= "
+    "{max_brier_ratio_lower} (a tie is tolerated, measurably worse is not); transformer AUC-PR >= "
     "{min_auc_pr_ratio} x the best classical rule (chosen on validation) with lower bound > 1. "
     "Failing means the model adds nothing over the market or the rules: use those instead.",
     "not_worse_than_champion": "The current champion, re-scored now on the same test rows, is not "
@@ -134,6 +136,7 @@ def judge(
             base[known],
             groups[known],
             max_upper=t.max_brier_ratio_upper,
+            max_lower=t.max_brier_ratio_lower,
             baseline_name=name,
             n_resamples=t.n_resamples,
             seed=t.seed,

@@ -599,17 +599,30 @@ def calibration_gate(
     )
 
 
+# A model that IS its baseline computes it in float32: its bootstrap bounds straddle 1 by
+# ~1e-9, and such a tie must never read as a loss.
+_TIE_TOLERANCE = 1e-6
+
+
 def brier_ratio_rule(
-    ci_low: float, ci_high: float, max_upper: float, baseline_name: str = "market"
+    ci_low: float,
+    ci_high: float,
+    max_upper: float,
+    baseline_name: str = "market",
+    max_lower: float | None = 1.0,
 ) -> tuple[bool, str]:
     """(holds, rule text) for an interval of Brier(model) / Brier(baseline).
 
     Holds when the upper bound is <= ``max_upper`` (a tie is tolerated) and the lower bound
-    is <= 1 (an interval wholly above 1 is measurably worse, tolerance or not). One rule
-    for the promotion gate and for the champion's outcome monitoring.
+    is <= ``max_lower`` (default 1: an interval wholly above 1 is measurably worse, tolerance
+    or not; None turns that check off). One rule for the promotion gate and for the
+    champion's outcome monitoring.
     """
-    if ci_low > 1.0:
-        return False, f"lower bound {_fmt(ci_low)} > 1, measurably worse than the {baseline_name}"
+    if not (math.isfinite(ci_low) and math.isfinite(ci_high)):
+        return False, "interval undefined"
+    if max_lower is not None and ci_low > max_lower + _TIE_TOLERANCE:
+        worse = "measurably worse than the " + baseline_name if max_lower == 1.0 else "too high"
+        return False, f"lower bound {_fmt(ci_low, 4)} > {max_lower:g}, {worse}"
     holds = ci_high <= max_upper
     return holds, f"upper bound {'<=' if holds else '>'} {max_upper:g}"
 
@@ -621,12 +634,13 @@ def baseline_gate_brier(
     groups: Any,
     *,
     max_upper: float = 1.01,
+    max_lower: float | None = 1.0,
     baseline_name: str = "market",
     n_resamples: int = 10_000,
     seed: int = 7,
 ) -> GateResult:
     """Pass when the upper CI bound of Brier(model) / Brier(baseline) is <= ``max_upper``
-    and the lower bound is <= 1.
+    and the lower bound is <= ``max_lower`` (``brier_ratio_rule``).
 
     Judging the upper bound, not the point, asks the data to show the model is at worst
     marginally worse than the baseline (``max_upper`` slightly above 1 tolerates a tie).
@@ -647,7 +661,7 @@ def baseline_gate_brier(
         why = f"{baseline_name} Brier is 0" if res["base"] == 0.0 else "ratio undefined"
         summary = f"{label} undefined ({why}, n={res['n']}): fail"
         return _result("beats_baseline", False, res, max_upper, summary, details)
-    passed, rule = brier_ratio_rule(res["ci_low"], hi, max_upper, baseline_name)
+    passed, rule = brier_ratio_rule(res["ci_low"], hi, max_upper, baseline_name, max_lower)
     summary = f"{label} {_fmt(res['ratio'])} {_ci_text(res)}; {rule}: {_verdict(passed)}"
     return _result("beats_baseline", passed, res, max_upper, summary, details)
 

@@ -34,3 +34,15 @@ def test_a_champion_that_ties_the_market_holds():
     out = window_figures(_rows(0.0), min_rows=100, max_ratio_upper=1.01, gate_ratio=1.0)
     assert out["brier_ratio"] == 1.0 and not out["degraded"]
     assert out["finding"].endswith("holding")
+
+
+def test_a_noisy_tie_holds_and_a_loss_can_be_tolerated_on_purpose():
+    rows = _rows(0.0, n_events=2_000)
+    rng = np.random.default_rng(5)
+    noisy = rows["market_probability"] + rng.normal(0.0, 0.01, len(rows))
+    rows["model_probability"] = noisy.clip(0.01, 0.99)
+    out = window_figures(rows, min_rows=100, max_ratio_upper=1.01, gate_ratio=None)
+    assert out["ratio_ci_low"] < 1.0 < out["ratio_ci_high"] <= 1.01 and not out["degraded"]
+    loss = _rows(0.15)
+    kw = {"min_rows": 100, "max_ratio_upper": 1.01, "gate_ratio": None}
+    assert not window_figures(loss, max_ratio_lower=None, **kw)["degraded"]

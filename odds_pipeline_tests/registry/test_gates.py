@@ -15,6 +15,7 @@ from odds_pipeline.registry.gates import (
     _weighted_average_precision,
     baseline_gate_auc_pr,
     baseline_gate_brier,
+    brier_ratio_rule,
     calibration_gate,
     champion_gate,
     ece,
@@ -214,6 +215,16 @@ def test_brier_gate_refuses_a_model_measurably_worse_within_the_tolerance() -> N
     assert "measurably worse than the market" in gate.summary and gate.summary.endswith(": fail")
     tie = baseline_gate_brier(y, truth, truth, groups, n_resamples=1000)
     assert tie.passed
+
+
+def test_brier_ratio_rule_edges() -> None:
+    """Undefined intervals fail with that reason; a float32 tie is a tie; None lifts the check."""
+    assert brier_ratio_rule(math.nan, math.nan, 1.01) == (False, "interval undefined")
+    assert brier_ratio_rule(1.0 + 1e-9, 1.0 + 2e-9, 1.01)[0]  # the model IS the market
+    held, why = brier_ratio_rule(1.003, 1.009, 1.01)
+    assert not held and why == "lower bound 1.0030 > 1, measurably worse than the market"
+    assert brier_ratio_rule(1.003, 1.009, 1.01, max_lower=None) == (True, "upper bound <= 1.01")
+    assert brier_ratio_rule(0.99, 1.02, 1.01) == (False, "upper bound > 1.01")
 
 
 def test_brier_gates_judge_the_upper_bound_not_the_point() -> None:

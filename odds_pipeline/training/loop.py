@@ -153,7 +153,8 @@ class TrainResult:
     n_val: int
     pos_weight: float | None = None
     config: dict[str, Any] = field(default_factory=dict)
-    # Post-hoc calibration fit on validation: slope, intercept, val log loss before/after.
+    # Post-hoc calibration on validation (``choose_calibration``): the applied slope and
+    # intercept, whether applied, the fit, its likelihood-ratio test, val log loss before/after.
     calibration: dict[str, float] | None = None
     initial_val_loss: float | None = None  # validation loss before training (keep_initial)
 
@@ -630,18 +631,21 @@ def choose_calibration(
     The likelihood-ratio statistic 2 * (LL(fit) - LL(identity)) is chi-square with 2
     degrees of freedom when the identity is right; below the ``alpha`` critical value the
     fit is noise of this validation window and the identity (1, 0) is returned instead.
-    ``fitted_*`` always hold the fit; ``slope``/``intercept`` are what is applied.
+    ``fitted_*`` always hold the fit; ``slope``/``intercept`` are what is applied. A window
+    with one class only, or non-finite logits, cannot judge a calibration: identity.
     """
     from scipy.stats import chi2
 
     z = np.asarray(logits, dtype=np.float64)
     t = np.asarray(y, dtype=np.float64)
-    fitted = fit_platt(z, t)
-    before = _bce(z, t)
-    after = _bce(fitted[0] * z + fitted[1], t)
-    statistic = max(0.0, 2.0 * len(z) * (before - after))
+    judgeable = len(t) > 0 and t.min() < t.max() and bool(np.isfinite(z).all())
+    fitted = fit_platt(z, t) if judgeable else (1.0, 0.0)
+    before = _bce(z, t) if len(t) else math.nan
+    after = _bce(fitted[0] * z + fitted[1], t) if len(t) else math.nan
+    statistic = 2.0 * len(z) * (before - after) if judgeable else 0.0
+    statistic = max(statistic, 0.0) if math.isfinite(statistic) else 0.0
     p_value = float(chi2.sf(statistic, df=2))
-    applied = alpha is None or p_value < alpha
+    applied = judgeable and (alpha is None or p_value < alpha)
     slope, intercept = fitted if applied else (1.0, 0.0)
     return {
         "slope": slope,
@@ -652,7 +656,7 @@ def choose_calibration(
         "lr_statistic": statistic,
         "p_value": p_value,
         "val_log_loss_before": before,
-        "val_log_loss_after": _bce(slope * z + intercept, t),
+        "val_log_loss_after": after if applied else before,
     }
 
 

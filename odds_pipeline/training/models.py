@@ -403,8 +403,9 @@ class MarketResidualLSTM(nn.Module):
       once; a zero head behind zero input weights would start quadratically slowly). The
       head's weights on the flag and the market logit, and its bias, start at zero.
     - Post-hoc calibration ``a * logit + b`` (Platt, fit on the validation window by
-      ``loop.fit``) is part of the hyper-parameters, so the logged spec carries it and the
-      served model applies it; identity while training.
+      ``loop.fit`` and kept only when a likelihood-ratio test rejects the identity,
+      ``loop.choose_calibration``) is part of the hyper-parameters, so the logged spec
+      carries it and the served model applies it; identity while training.
 
     Besides the state difference the head reads ``market_known`` and the market logit (so
     it can also learn a recalibration of the market itself, e.g. the favourite-longshot

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from scipy.stats import chi2
 
 from odds_pipeline.datasets.scaling import fit_scaler
 from odds_pipeline.datasets.sequences import SequenceDataset
@@ -236,6 +237,16 @@ def test_calibration_is_applied_only_when_validation_shows_it():
     assert real["val_log_loss_after"] < real["val_log_loss_before"]
     always = choose_calibration(z, calibrated, alpha=None)
     assert always["applied"] == 1.0 and always["slope"] == chance["fitted_slope"]
+    # two parameters against the identity: chi-square with 2 degrees of freedom
+    assert real["p_value"] == pytest.approx(chi2.sf(real["lr_statistic"], df=2))
+    assert chance["p_value"] == pytest.approx(np.exp(-chance["lr_statistic"] / 2))
+
+
+def test_a_window_that_cannot_judge_a_calibration_keeps_the_identity():
+    one_class = choose_calibration(np.array([0.3, -0.2, 1.0]), np.ones(3), alpha=None)
+    broken = choose_calibration(np.array([np.nan, 0.1]), np.array([0.0, 1.0]), alpha=None)
+    for cal in (one_class, broken):
+        assert (cal["slope"], cal["intercept"], cal["applied"]) == (1.0, 0.0, 0.0)
 
 
 def test_fit_platt_recovers_a_known_miscalibration():

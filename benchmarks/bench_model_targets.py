@@ -1,7 +1,8 @@
 """Issue #4 targets: model quality against the right baseline, measured on held-out time.
 
 Run: .venv/bin/python benchmarks/bench_model_targets.py --part PART [options]
-     PART = lstm-epl | lstm-sim | transformer-sim | transformer-real | determinism | all
+     PART = lstm-epl | lstm-epl-walk | lstm-sim | transformer-sim | transformer-real |
+            determinism | all
 
 Only the domain modules are used (sources, store, features, datasets, models, training,
 evaluation): no Dagster, no MLflow. Every store is a DuckDB file in a temporary folder.
@@ -17,7 +18,8 @@ were 8-14x slower for the transformer). Progress goes to stderr, one JSON object
   post-hoc Platt calibration. The LSTM is the pipeline's (``KINDS["lstm"]``: the
   market-residual LSTM, logit(market) + a correction that starts at zero; ``--lstm-variant
   plain`` = the old MaskedLSTM), trained on ``candidate.model_arrays`` as the candidate is.
-  Reported on the same test rows, overall and per side: the served (calibrated) model and
+  Reported on the same test rows, overall and per side: the served model (Platt
+  calibration applied only when its likelihood-ratio test on validation rejects the identity) and
   the model before calibration, against ``market_at_decision`` (meta ``market_prob``:
   de-vigged sharp book, else consensus, at the last real step: the gates' baseline) and,
   separately, against ``market_closing`` (the de-vigged closing price, see
@@ -29,6 +31,12 @@ were 8-14x slower for the transformer). Progress goes to stderr, one JSON object
   ``covariate_shift_validation`` lists channels whose train-scaled validation values are
   far from N(0, 1) (time of day is NaN before 2019/20 now: imputed kickoff times);
   ``--drop-channels a,b`` removes channels (scaled value 0, raw value unknown).
+- lstm-epl-walk: walk-forward on the same data, one fold per test season S
+  (--walk-test-seasons 2015-2022, seasons by starting year, boundary 1 August): train on
+  every season before S - --walk-val-seasons, validate on the seasons just before S, test on
+  S; the folds' test rows pooled and judged as lstm-epl's. References fit on every season
+  before S by logistic regression: the market recalibrated, + the other books' channels at
+  the decision, + a goal-weighted Elo rating from results resolved before the decision.
 - lstm-sim: the simulator (--events 1500, seed 7), split 70/15/15 of events by commence
   time; model, market and oracle (true probability at the decision time) side by side.
 - transformer-sim: `build_arbitrage_pair_sequences` on the simulator with more positives
@@ -586,7 +594,7 @@ def _lstm_report(
     out["target"] = {
         "brier_ratio_vs_market_at_decision_upper_le_1_00": head["ci95"][1] is not None
         and head["ci95"][1] <= 1.0,
-        "model": "the served model (post-hoc calibration applied)",
+        "model": "the served model (post-hoc calibration applied only where validation shows it)",
         "ratio": head["ratio"],
         "ci95": head["ci95"],
     }
@@ -711,17 +719,25 @@ def part_lstm_epl(args: argparse.Namespace, root: Path) -> dict[str, Any]:
 
 
 def _season_start(commence: pd.Series) -> np.ndarray:
-    """Football season of each kickoff, by its starting year (a season runs July to June)."""
+    """Football season of each kickoff, by its starting year.
+
+    The boundary is 1 August: every EPL season of 2000-2023 starts after it, and 2019/20,
+    delayed by COVID, ended on 26 July 2020 (a 1 July boundary put its last 66 matches in
+    the next season).
+    """
     t = pd.to_datetime(commence, utc=True)
-    return np.where(t.dt.month >= 7, t.dt.year, t.dt.year - 1).astype(int)
+    return np.where(t.dt.month >= 8, t.dt.year, t.dt.year - 1).astype(int)
 
 
-def _elo_difference(con, k: float = 20.0, home_edge: float = 60.0) -> dict[str, float]:
-    """Goal-weighted Elo: home rating minus away rating before each event, in rating points.
+def _elo_difference(
+    con, decision_offset_hours: float, k: float = 20.0, home_edge: float = 60.0
+) -> dict[str, float]:
+    """Goal-weighted Elo: home rating minus away rating at each event's decision time.
 
     Point in time: a result updates the ratings only once its ``resolved_at`` is at or
-    before the kickoff being rated, so matches played at the same time never see each
-    other. A reference built from results alone (information the odds may not carry).
+    before the decision time (kickoff - ``decision_offset_hours``) of the event being rated,
+    so matches played at the same time never see each other. A reference built from results
+    alone (information the odds may not carry).
     """
     rows = con.execute(
         """
@@ -738,8 +754,10 @@ def _elo_difference(con, k: float = 20.0, home_edge: float = 60.0) -> dict[str, 
     rating: dict[str, float] = {}
     before: dict[str, float] = {}
     applied = 0
+    offset = pd.Timedelta(hours=decision_offset_hours)
     for ev in rows.itertuples(index=False):
-        while applied < len(pending) and pending[applied].resolved_at <= ev.commence_time:
+        decision = ev.commence_time - offset
+        while applied < len(pending) and pending[applied].resolved_at <= decision:
             r = pending[applied]
             a, b = rating.get(r.home_team, 1500.0), rating.get(r.away_team, 1500.0)
             expected = 1.0 / (1.0 + 10 ** (-(a + home_edge - b) / 400))
@@ -790,7 +808,7 @@ def part_lstm_epl_walk(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     if ds is None:
         return out
     with store.connection() as con:
-        elo = _elo_difference(con)
+        elo = _elo_difference(con, args.decision_offset_hours)
     designs = _reference_designs(ds, elo)
     seasons = _season_start(ds.meta["commence_time"])
     first, last = (int(v) for v in args.walk_test_seasons.split("-"))
@@ -802,7 +820,7 @@ def part_lstm_epl_walk(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     for season in range(first, last + 1):
         keep = seasons <= season
         fold_ds = ds.subset(keep)
-        cuts = (f"{season - gap}-07-01", f"{season}-07-01")
+        cuts = (f"{season - gap}-08-01", f"{season}-08-01")
         splits = _split(fold_ds, cuts, args.train_from)
         arrays = _lstm_arrays(splits)
         _log(f"walk-forward fold {season}: train {len(splits['train'])} rows")

@@ -99,6 +99,7 @@ from odds_pipeline.ingestion.sources import football_data, load_id_for
 from odds_pipeline.ingestion.sources.simulator import SimulatorConfig, generate
 from odds_pipeline.ingestion.store import OddsStore
 from odds_pipeline.training.evaluation import binary_metrics
+from odds_pipeline.training.kinds import CALIBRATION_ALPHA
 
 PARTS = (
     "lstm-epl",
@@ -308,7 +309,11 @@ NETWORK_PARAMS = {
 }
 TRAIN_SETTINGS = {
     # keep_initial / calibrate as the pipeline's candidate (candidate.train_config, fit)
-    "lstm": lambda a: {"torch_threads": 1, "keep_initial": not a.no_keep_initial},
+    "lstm": lambda a: {
+        "torch_threads": 1,
+        "keep_initial": not a.no_keep_initial,
+        "calibration_alpha": None if a.calibration_alpha == "none" else float(a.calibration_alpha),
+    },
     "pair": lambda a: {"pos_weight": _pos_weight(a.pos_weight), "torch_threads": a.threads},
 }
 
@@ -1378,6 +1383,11 @@ def main() -> None:
         "--no-keep-initial",
         action="store_true",
         help="LSTM: early stopping among trained epochs only (default: epoch 0 competes)",
+    )
+    parser.add_argument(
+        "--calibration-alpha",
+        default=str(CALIBRATION_ALPHA),
+        help="LSTM: level of the calibration's likelihood-ratio test ('none': always applied)",
     )
     parser.add_argument("--weight-decay", type=float, default=1e-2)
     parser.add_argument(

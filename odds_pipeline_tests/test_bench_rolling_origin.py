@@ -67,3 +67,23 @@ def test_rolling_windows_are_consecutive_and_expanding() -> None:
     for split in splits:
         per_event = pd.Series(split).groupby(meta["event_id"].to_numpy()).nunique()
         assert (per_event == 1).all()
+
+
+def test_select_drops_events_after_the_test_window_and_keeps_every_train_positive() -> None:
+    """A fold never trains or tests on events after its test window; positives all stay."""
+    import argparse
+
+    meta = _meta(n_events=100, rows_per_event=4)
+    meta["league"] = "mlb"
+    for col in ("market", "line", "book_a", "book_b", "outcome_a"):
+        meta[col] = "k"
+    meta["y"] = (meta["event_id"].str[1:].astype(int) % 10 == 0).astype(int)
+    args = argparse.Namespace(eval_every="*=1", max_train_rows=60, seed=7)
+    shift = bench._fold_shifts(3)[0]  # test window at 55-70% of the events
+    sel = bench._select(meta, args, shift=shift)
+    events = sel["event_id"].str[1:].astype(int)
+    assert events.max() < 70 and set(sel["split"]) == {"train", "validation", "test"}
+    train = sel[sel["split"] == "train"]
+    assert len(train) == 60  # the subsample is drawn from train rows only
+    all_train_positives = meta[(meta["event_id"].str[1:].astype(int) < 40) & (meta["y"] == 1)]
+    assert int(train["y"].sum()) == len(all_train_positives)

@@ -98,6 +98,7 @@ from odds_pipeline.features import compute as F
 from odds_pipeline.ingestion.sources import football_data, load_id_for
 from odds_pipeline.ingestion.sources.simulator import SimulatorConfig, generate
 from odds_pipeline.ingestion.store import OddsStore
+from odds_pipeline.training.baselines import rank01
 from odds_pipeline.training.evaluation import binary_metrics
 from odds_pipeline.training.kinds import CALIBRATION_ALPHA
 
@@ -990,14 +991,6 @@ def _logreg(X_train: np.ndarray, y_train: np.ndarray):
     return predict
 
 
-def _rank01(score: np.ndarray) -> np.ndarray:
-    """A monotone map of a score into [0, 1] (ties kept), NaN lowest: AUCs of the raw score."""
-    s = np.where(np.isfinite(score), score, -np.inf)
-    _, inv = np.unique(s, return_inverse=True)
-    top = inv.max() if inv.size else 0
-    return inv / top if top > 0 else np.zeros_like(s, dtype=np.float64)
-
-
 def _subsample_negatives(d: D.SequenceDataset, label: str, max_rows: int | None, seed: int):
     """Every positive and a seeded random subset of negatives, at most ``max_rows`` rows.
 
@@ -1090,7 +1083,7 @@ def _pair_report_body(
     for name, col in RULES.items():
         s_test = test.meta[col].to_numpy(np.float64)
         s_train = train_full.meta[col].to_numpy(np.float64)
-        forecasts[f"rule_{name}_prior"] = _rank01(prior[name] * s_test)
+        forecasts[f"rule_{name}_prior"] = rank01(prior[name] * s_test)
         cal = _platt(s_train, y_tr)
         orientation[name] = (
             "higher raw value -> arb" if cal.weights[1] > 0 else "lower raw value -> arb"

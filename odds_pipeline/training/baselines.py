@@ -167,66 +167,32 @@ def fit_trees(
     stages are evaluated when scoring does not improve any more). ``threads`` caps the
     OpenMP threads while fitting (None = the library default; 1 suits a shared 2-core box).
     """
+    from sklearn.ensemble import HistGradientBoostingClassifier
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=threads):
-        return _fit_trees(
-            X_train,
-            y_train,
-            X_val,
-            y_val,
-            feature_names=feature_names,
+        y_tr = np.asarray(y_train, dtype=np.int64)
+        y_v = np.asarray(y_val, dtype=np.float64)
+        model = HistGradientBoostingClassifier(
             max_iter=max_iter,
             learning_rate=learning_rate,
             max_leaf_nodes=max_leaf_nodes,
             min_samples_leaf=min_samples_leaf,
             l2_regularization=l2_regularization,
             class_weight=class_weight,
-            patience=patience,
-            seed=seed,
+            early_stopping=False,
+            random_state=seed,
         )
-
-
-def _fit_trees(
-    X_train: np.ndarray,
-    y_train: Any,
-    X_val: np.ndarray,
-    y_val: Any,
-    *,
-    feature_names: Sequence[str] | None,
-    max_iter: int,
-    learning_rate: float,
-    max_leaf_nodes: int,
-    min_samples_leaf: int,
-    l2_regularization: float,
-    class_weight: str | None,
-    patience: int,
-    seed: int,
-) -> TreesModel:
-    from sklearn.ensemble import HistGradientBoostingClassifier
-
-    y_tr = np.asarray(y_train, dtype=np.int64)
-    y_v = np.asarray(y_val, dtype=np.float64)
-    model = HistGradientBoostingClassifier(
-        max_iter=max_iter,
-        learning_rate=learning_rate,
-        max_leaf_nodes=max_leaf_nodes,
-        min_samples_leaf=min_samples_leaf,
-        l2_regularization=l2_regularization,
-        class_weight=class_weight,
-        early_stopping=False,
-        random_state=seed,
-    )
-    model.fit(np.asarray(X_train, dtype=np.float32), y_tr)
-    curve: list[float] = []
-    best_i, best_ap = 1, -1.0
-    for i, proba in enumerate(model.staged_predict_proba(np.asarray(X_val, np.float32)), 1):
-        ap = auc_pr(y_v, proba[:, 1])
-        curve.append(ap)
-        if ap > best_ap:
-            best_i, best_ap = i, ap
-        elif i - best_i >= patience:
-            break
+        model.fit(np.asarray(X_train, dtype=np.float32), y_tr)
+        curve: list[float] = []
+        best_i, best_ap = 1, -1.0
+        for i, proba in enumerate(model.staged_predict_proba(np.asarray(X_val, np.float32)), 1):
+            ap = auc_pr(y_v, proba[:, 1])
+            curve.append(ap)
+            if ap > best_ap:
+                best_i, best_ap = i, ap
+            elif i - best_i >= patience:
+                break
     names = list(feature_names) if feature_names is not None else []
     return TreesModel(
         model=model, n_iter=best_i, val_auc_pr=best_ap, val_curve=curve, feature_names=names

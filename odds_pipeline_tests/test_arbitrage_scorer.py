@@ -165,13 +165,34 @@ def _pair_batch(n: int = 64, t: int = 12, seed: int = 0) -> dict[str, np.ndarray
     }
 
 
+# What DualStreamArbTransformer(4, d_model=16, n_heads=2, n_layers=1) was before the static
+# inputs existed (commit 15af961): models logged then must still load and score the same.
+OLD_HPARAMS = {
+    "n_features_per_book": 4,
+    "d_model": 16,
+    "n_heads": 2,
+    "n_layers": 1,
+    "cross_from_layer": 1,
+    "n_market_types": 3,
+    "dropout": 0.1,
+    "mlp_hidden": 64,
+    "attn_dropout": 0.0,
+    "ff_mult": 4,
+}
+OLD_STATE = {"keys": 43, "head.0.weight": (64, 48), "head.3.weight": (1, 64)}
+
+
 def test_transformer_default_behaviour_is_unchanged_without_extra_inputs() -> None:
     torch.manual_seed(0)
     plain = DualStreamArbTransformer(4, d_model=16, n_heads=2, n_layers=1)
     torch.manual_seed(0)
     again = DualStreamArbTransformer(4, d_model=16, n_heads=2, n_layers=1, n_static=0)
-    assert plain.hparams == again.hparams and "n_static" not in plain.hparams
-    assert plain.state_dict().keys() == again.state_dict().keys()
+    assert plain.hparams == again.hparams == OLD_HPARAMS
+    state = plain.state_dict()
+    assert len(state) == OLD_STATE["keys"]
+    assert not any("static" in k or "book" in k for k in state)
+    assert tuple(state["head.0.weight"].shape) == OLD_STATE["head.0.weight"]
+    assert tuple(state["head.3.weight"].shape) == OLD_STATE["head.3.weight"]
     d = _pair_batch()
     args = [torch.as_tensor(d[k]) for k in ("x_a", "x_b", "mask", "market_type")]
     plain.eval(), again.eval()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import duckdb
@@ -153,7 +154,9 @@ def test_the_asset_and_the_cli_write_the_same_lake(isolated_state_home, capsys):
     assert _digest(isolated_state_home / "cli_lake") == by_asset
 
 
-def test_rows_without_a_timestamp_are_counted_not_lost_silently(warehouse, tmp_path, capsys):
+def test_rows_without_a_timestamp_are_counted_not_lost_silently(
+    warehouse, tmp_path, capsys, monkeypatch
+):
     from odds_pipeline.cli import main
 
     with warehouse.connection() as con:
@@ -163,3 +166,7 @@ def test_rows_without_a_timestamp_are_counted_not_lost_silently(warehouse, tmp_p
         assert lake.undated_rows(con, "odds_quotes") == 0
     assert main(["export-lake", "--from", "2024-01-03", "--to", "2024-01-01"]) == 2
     assert "after --to" in capsys.readouterr().err
+    # the CLI says how many rows no day file holds
+    monkeypatch.setattr("odds_pipeline.paths.warehouse_path", lambda: tmp_path / "odds.duckdb")
+    assert main(["export-lake", "--root", str(tmp_path / "lake")]) == 0
+    assert json.loads(capsys.readouterr().out)["rows_without_day"] == {"results": 2}

@@ -831,7 +831,7 @@ def part_lstm_epl_walk(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         arrays = _lstm_arrays(splits)
         _log(f"walk-forward fold {season}: train {len(splits['train'])} rows")
         res_fit, p, info = _train("lstm", len(ds.feature_names), arrays, args)
-        test_rows = np.flatnonzero(keep)[seasons[keep] == season]
+        test_rows = np.flatnonzero(seasons == season)
         before = np.flatnonzero(seasons < season)
         fitted = np.isfinite(market_all[before])
         forecasts = {"model": p}

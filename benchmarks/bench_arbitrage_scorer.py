@@ -525,6 +525,7 @@ def _compare(
     ``rules[label]``: ``score`` (the chosen rule's test scores), ``each`` (every rule's
     test scores by display name) and the fields reported as they are (the choice).
     """
+    from odds_pipeline.registry.decision import GateThresholds
     from odds_pipeline.registry.gates import baseline_gate_auc_pr
     from odds_pipeline.training import baselines as B
 
@@ -557,8 +558,8 @@ def _compare(
     if "transformer" in scores:
         gate = gates["transformer"]
         above_trees = (out["auc_pr"]["transformer"] or 0) > (out["auc_pr"].get("trees") or 0)
-        # the gates' enough_evidence defaults (registry.decision): 200 rows, 20 positives
-        evidence = len(y) >= 200 and y.sum() >= 20
+        t = GateThresholds()  # the gates' enough_evidence defaults
+        evidence = len(y) >= t.min_test_rows and y.sum() >= t.min_test_positives
         out["verdict"] = {
             "enough_evidence": bool(evidence),
             "beats_baseline_gate": gate.passed,
